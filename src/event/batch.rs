@@ -1,0 +1,427 @@
+//! From a request body to a validated batch of encoded events, all or nothing.
+//!
+//! A body is one JSON object, a JSON array of objects, or NDJSON (one object per line).
+//! Every event is validated before any is kept: the caller receives either the encoded
+//! events of the whole request or a description of what is wrong, never a part.
+//!
+//! Parsing runs in place on the request's own buffer (simd-json unescapes strings there),
+//! reusing one [`BatchParser`] per core so that steady-state parsing does not allocate for
+//! tapes, structural indexes or duplicate-key scratch space.
+
+use simd_json::{tape::Tape, Buffers};
+
+use super::encoded::EncodeBuf;
+use super::json_text::KeyScratch;
+use super::validate::{skip_value, validate_event, EventLimits, FieldError, ValidateContext};
+
+/// How the body frames its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// `application/json`: one object or an array of objects.
+    Json,
+    /// `application/x-ndjson`: one object per line; blank lines are ignored.
+    Ndjson,
+}
+
+/// Limits on a whole request.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_events: usize,
+    pub event: EventLimits,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits {
+            max_events: 10_000,
+            event: EventLimits::default(),
+        }
+    }
+}
+
+/// How many invalid events a 400 response describes in detail.
+pub const MAX_REPORTED_ERRORS: usize = 100;
+
+/// One invalid event, as reported to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError {
+    pub index: usize,
+    pub error: FieldError,
+}
+
+/// Why a body was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    /// Not parseable as JSON. `offset` is the byte offset in the (decompressed) body;
+    /// for NDJSON `line` is the 1-based line number.
+    Malformed {
+        offset: usize,
+        line: Option<usize>,
+        message: String,
+    },
+    /// The body holds no events (empty, whitespace, or `[]`).
+    Empty,
+    /// The top level of a JSON body is neither an object nor an array.
+    NotAnEventOrArray,
+    /// More events than the per-request limit.
+    TooManyEvents { max: usize },
+    /// Well-formed JSON, but some events break the rules.
+    Invalid {
+        /// Events that broke a rule.
+        invalid: usize,
+        /// Events that were fine but are refused with their request.
+        valid: usize,
+        /// The first [`MAX_REPORTED_ERRORS`] of them, in index order.
+        details: Vec<EventError>,
+    },
+}
+
+/// The accepted events of one request: `ends[i]` is where event `i` ends in the output
+/// buffer, counted from where the batch began.
+#[derive(Debug, Default)]
+pub struct EncodedBatch {
+    pub ends: Vec<usize>,
+}
+
+impl EncodedBatch {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+}
+
+/// Per-core parsing state, reused request after request.
+pub struct BatchParser {
+    limits: BatchLimits,
+    buffers: Buffers,
+    tape: Tape<'static>,
+    scratch: KeyScratch,
+}
+
+impl BatchParser {
+    pub fn new(limits: BatchLimits) -> Self {
+        // The body nests the payload inside an event inside an array; let simd-json stop
+        // anything deeper than that early, and leave precise errors to validation.
+        let parse_depth = limits.event.max_payload_depth + 3;
+        BatchParser {
+            limits,
+            buffers: Buffers::with_max_depth(64 * 1024, parse_depth),
+            tape: Tape(Vec::new()),
+            scratch: KeyScratch::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &BatchLimits {
+        &self.limits
+    }
+
+    /// Parses and validates `body` in place, appending encoded events to `out` and their
+    /// end offsets to `batch.ends` (which is cleared first). On error, `out` is left as it
+    /// was.
+    pub fn parse<B: EncodeBuf>(
+        &mut self,
+        body: &mut [u8],
+        format: BodyFormat,
+        received_at_ms: i64,
+        out: &mut B,
+        batch: &mut EncodedBatch,
+    ) -> Result<(), BatchError> {
+        batch.ends.clear();
+        let start = out.len();
+        let mut run = Run {
+            limits: self.limits,
+            received_at_ms,
+            scratch: &mut self.scratch,
+            start,
+            invalid: 0,
+            details: Vec::new(),
+        };
+        let mut tape: Tape<'_> = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let result = match format {
+            BodyFormat::Json => run.json(body, &mut self.buffers, &mut tape, out, batch),
+            BodyFormat::Ndjson => run.ndjson(body, &mut self.buffers, &mut tape, out, batch),
+        };
+        self.tape = tape.reset();
+        let result = result.and_then(|()| run.finish(batch));
+        if result.is_err() {
+            out.truncate_to(start);
+            batch.ends.clear();
+        }
+        result
+    }
+}
+
+/// The state of parsing one request.
+struct Run<'s> {
+    limits: BatchLimits,
+    received_at_ms: i64,
+    scratch: &'s mut KeyScratch,
+    start: usize,
+    invalid: usize,
+    details: Vec<EventError>,
+}
+
+impl Run<'_> {
+    fn json<'de, B: EncodeBuf>(
+        &mut self,
+        body: &'de mut [u8],
+        buffers: &mut Buffers,
+        tape: &mut Tape<'de>,
+        out: &mut B,
+        batch: &mut EncodedBatch,
+    ) -> Result<(), BatchError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(BatchError::Empty);
+        }
+        simd_json::fill_tape(body, buffers, tape).map_err(|e| malformed(&e, 0, None))?;
+        let nodes = &tape.0;
+        match nodes[0] {
+            simd_json::tape::Node::Object { .. } => self.event(nodes, 0, 0, out, batch),
+            simd_json::tape::Node::Array { len, .. } => {
+                if len > self.limits.max_events {
+                    return Err(BatchError::TooManyEvents {
+                        max: self.limits.max_events,
+                    });
+                }
+                let mut at = 1;
+                for index in 0..len {
+                    self.event(nodes, at, index, out, batch);
+                    at = skip_value(nodes, at);
+                }
+            }
+            _ => return Err(BatchError::NotAnEventOrArray),
+        }
+        Ok(())
+    }
+
+    fn ndjson<'de, B: EncodeBuf>(
+        &mut self,
+        body: &'de mut [u8],
+        buffers: &mut Buffers,
+        tape: &mut Tape<'de>,
+        out: &mut B,
+        batch: &mut EncodedBatch,
+    ) -> Result<(), BatchError> {
+        let mut index = 0;
+        let mut line_start = 0;
+        for (line_number, line) in body.split_mut(|&b| b == b'\n').enumerate() {
+            let offset = line_start;
+            line_start += line.len() + 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            if index == self.limits.max_events {
+                return Err(BatchError::TooManyEvents {
+                    max: self.limits.max_events,
+                });
+            }
+            simd_json::fill_tape(line, buffers, tape)
+                .map_err(|e| malformed(&e, offset, Some(line_number + 1)))?;
+            self.event(&tape.0, 0, index, out, batch);
+            index += 1;
+        }
+        Ok(())
+    }
+
+    /// Validates one event; failures are collected, not returned, so the client hears about
+    /// every bad event at once (up to the report limit).
+    fn event<B: EncodeBuf>(
+        &mut self,
+        nodes: &[simd_json::tape::Node<'_>],
+        at: usize,
+        index: usize,
+        out: &mut B,
+        batch: &mut EncodedBatch,
+    ) {
+        let mut ctx = ValidateContext {
+            limits: self.limits.event,
+            received_at_ms: self.received_at_ms,
+            scratch: self.scratch,
+        };
+        match validate_event(nodes, at, &mut ctx, out) {
+            Ok(()) => batch.ends.push(out.len() - self.start),
+            Err(error) => {
+                self.invalid += 1;
+                if self.details.len() < MAX_REPORTED_ERRORS {
+                    self.details.push(EventError { index, error });
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, batch: &EncodedBatch) -> Result<(), BatchError> {
+        if self.invalid > 0 {
+            return Err(BatchError::Invalid {
+                invalid: self.invalid,
+                valid: batch.len(),
+                details: std::mem::take(&mut self.details),
+            });
+        }
+        if batch.is_empty() {
+            return Err(BatchError::Empty);
+        }
+        Ok(())
+    }
+}
+
+fn malformed(err: &simd_json::Error, base: usize, line: Option<usize>) -> BatchError {
+    use simd_json::ErrorType;
+    let what = match err.error() {
+        ErrorType::InvalidUtf8 => "invalid UTF-8".to_owned(),
+        ErrorType::DepthLimitExceeded => "JSON nested too deeply".to_owned(),
+        ErrorType::Eof => "unexpected end of input".to_owned(),
+        other => format!("invalid JSON ({other:?})"),
+    };
+    BatchError::Malformed {
+        offset: base + err.index(),
+        line,
+        message: what,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::encoded::EventView;
+
+    fn parse(body: &str, format: BodyFormat) -> Result<Vec<Vec<u8>>, BatchError> {
+        let mut parser = BatchParser::new(BatchLimits::default());
+        let mut input = body.as_bytes().to_vec();
+        let mut out = b"prefix".to_vec();
+        let mut batch = EncodedBatch::default();
+        let result = parser.parse(&mut input, format, 1_000, &mut out, &mut batch);
+        if result.is_err() {
+            assert_eq!(out, b"prefix", "a refused body leaves the output untouched");
+        }
+        result?;
+        let mut start = 0;
+        Ok(batch
+            .ends
+            .iter()
+            .map(|&end| {
+                let event = out[6 + start..6 + end].to_vec();
+                start = end;
+                event
+            })
+            .collect())
+    }
+
+    const GOOD: &str = r#"{"user_id":"u1","event_type":"view","event_time":1700000000000}"#;
+
+    #[test]
+    fn single_object_array_and_ndjson() {
+        assert_eq!(parse(GOOD, BodyFormat::Json).unwrap().len(), 1);
+        let array = format!("[{GOOD},{GOOD},{GOOD}]");
+        assert_eq!(parse(&array, BodyFormat::Json).unwrap().len(), 3);
+        let ndjson = format!("{GOOD}\n\n{GOOD}\r\n{GOOD}\n");
+        let events = parse(&ndjson, BodyFormat::Ndjson).unwrap();
+        assert_eq!(events.len(), 3);
+        let view = EventView::decode(&events[2]).unwrap();
+        assert_eq!(view.user_id, "u1");
+        assert_eq!(view.received_at_ms, 1_000);
+    }
+
+    #[test]
+    fn reports_every_bad_event_with_index_and_field() {
+        let body = format!(
+            r#"[{GOOD},{{"user_id":"","event_type":"x","event_time":1}},{GOOD},
+               {{"user_id":"u","event_type":"x","event_time":1,"extra":true}},7]"#
+        );
+        let Err(BatchError::Invalid {
+            invalid,
+            valid,
+            details,
+        }) = parse(&body, BodyFormat::Json)
+        else {
+            panic!("expected invalid")
+        };
+        assert_eq!((invalid, valid), (3, 2));
+        let summary: Vec<_> = details
+            .iter()
+            .map(|d| (d.index, d.error.field.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (1, Some("user_id".to_owned())),
+                (3, Some("extra".to_owned())),
+                (4, None)
+            ]
+        );
+    }
+
+    #[test]
+    fn field_rules() {
+        let cases = [
+            (r#""event_time":"2024-02-30T00:00:00Z""#, "event_time"),
+            (r#""event_time":-1"#, "event_time"),
+            (r#""event_time":1.5"#, "event_time"),
+            (r#""event_id":"not-a-uuid""#, "event_id"),
+            (r#""payload":[1]"#, "payload"),
+            (r#""payload":{"a":1,"a":2}"#, "payload"),
+            (r#""user_id":"dup""#, "user_id"),
+        ];
+        for (extra, field) in cases {
+            let body = format!(r#"{{"user_id":"u","event_type":"t","event_time":1,{extra}}}"#);
+            let body = body.replacen(r#""event_time":1,"event_time""#, r#""event_time""#, 1);
+            match parse(&body, BodyFormat::Json) {
+                Err(BatchError::Invalid { details, .. }) => {
+                    assert_eq!(details[0].error.field.as_deref(), Some(field), "{body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        let missing = r#"{"user_id":"u","event_type":"t"}"#;
+        assert!(matches!(
+            parse(missing, BodyFormat::Json),
+            Err(BatchError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn accepts_rfc3339_with_offset_and_keeps_client_event_id() {
+        let body = r#"{"user_id":"u","event_type":"t","event_time":"2024-01-01T01:00:00.250+01:00",
+                       "event_id":"67e55044-10b1-426f-9247-bb680e5fe0c8","payload":{"k":"v"}}"#;
+        let events = parse(body, BodyFormat::Json).unwrap();
+        let view = EventView::decode(&events[0]).unwrap();
+        assert_eq!(view.event_time_ms, 1_704_067_200_250);
+        assert_eq!(
+            view.event_id.to_string(),
+            "67e55044-10b1-426f-9247-bb680e5fe0c8"
+        );
+        assert_eq!(view.payload, Some(r#"{"k":"v"}"#));
+    }
+
+    #[test]
+    fn empty_malformed_and_limits() {
+        assert_eq!(parse("  ", BodyFormat::Json), Err(BatchError::Empty));
+        assert_eq!(parse("[]", BodyFormat::Json), Err(BatchError::Empty));
+        assert_eq!(parse("\n\n", BodyFormat::Ndjson), Err(BatchError::Empty));
+        assert_eq!(parse("3", BodyFormat::Json), Err(BatchError::NotAnEventOrArray));
+        match parse(r#"{"user_id": }"#, BodyFormat::Json) {
+            Err(BatchError::Malformed { offset, .. }) => assert!(offset > 0 && offset < 14),
+            other => panic!("{other:?}"),
+        }
+        match parse(&format!("{GOOD}\n{{oops\n"), BodyFormat::Ndjson) {
+            Err(BatchError::Malformed { line, offset, .. }) => {
+                assert_eq!(line, Some(2));
+                assert!(offset >= GOOD.len() + 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let too_many = format!("[{}]", vec![GOOD; 10_001].join(","));
+        assert_eq!(
+            parse(&too_many, BodyFormat::Json),
+            Err(BatchError::TooManyEvents { max: 10_000 })
+        );
+        let deep = format!(
+            r#"{{"user_id":"u","event_type":"t","event_time":1,"payload":{}{}}}"#,
+            "{\"a\":".repeat(40) + "1",
+            "}".repeat(40)
+        );
+        assert!(parse(&deep, BodyFormat::Json).is_err());
+    }
+}

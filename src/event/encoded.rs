@@ -1,0 +1,259 @@
+//! The one binary form a validated event takes after parsing.
+//!
+//! Validation encodes each event exactly once, into this compact layout, and every later
+//! stage — the per-core ring, the writer, the spool on disk, future CQL and Kafka sinks —
+//! carries these bytes untouched. Fixed-width fields come first so a reader can find every
+//! field without scanning; strings follow as UTF-8 that was already checked on the way in.
+//!
+//! ```text
+//! 0      u8    format version (1)
+//! 1..9   i64   event_time, epoch milliseconds, little endian
+//! 9..17  i64   received_at, epoch milliseconds
+//! 17..33 [u8]  event_id (UUID bytes)
+//! 33..35 u16   user_id length
+//! 35     u8    event_type length
+//! 36..40 u32   payload length (0 = no payload)
+//! 40..   user_id, event_type, payload (JSON object text)
+//! ```
+
+use std::fmt::Write as _;
+
+use bytes::BufMut;
+use thiserror::Error;
+use uuid::Uuid;
+
+pub const FORMAT_VERSION: u8 = 1;
+pub const HEADER_LEN: usize = 40;
+
+/// Why stored bytes could not be read back as an event.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than the {HEADER_LEN}-byte event header")]
+    Short(usize),
+    #[error("unknown event format version {0}")]
+    Version(u8),
+    #[error("field lengths add up to {expected} bytes but the record holds {actual}")]
+    Length { expected: usize, actual: usize },
+    #[error("{0} is not valid UTF-8")]
+    Utf8(&'static str),
+}
+
+/// A growable byte buffer events can be encoded into: `Vec<u8>` in tests and tools,
+/// the per-core `BytesMut` on the hot path.
+pub trait EncodeBuf: BufMut + std::ops::DerefMut<Target = [u8]> {
+    /// Drops everything after the first `len` bytes (undoing a rejected event).
+    fn truncate_to(&mut self, len: usize);
+}
+
+impl EncodeBuf for Vec<u8> {
+    fn truncate_to(&mut self, len: usize) {
+        self.truncate(len)
+    }
+}
+
+impl EncodeBuf for bytes::BytesMut {
+    fn truncate_to(&mut self, len: usize) {
+        self.truncate(len)
+    }
+}
+
+/// The fields of one event, as they go into [`encode_into`].
+pub struct EventFields<'a> {
+    pub user_id: &'a str,
+    pub event_type: &'a str,
+    pub event_time_ms: i64,
+    pub event_id: Uuid,
+    pub received_at_ms: i64,
+}
+
+/// Appends the fixed header and the strings of an event to `out`, then lets `write_payload`
+/// append the payload text directly behind them (no intermediate buffer), and patches its
+/// length in. Returns the number of bytes the event occupies.
+pub fn encode_into<B: EncodeBuf>(
+    out: &mut B,
+    fields: &EventFields<'_>,
+    write_payload: impl FnOnce(&mut B),
+) -> usize {
+    let start = out.len();
+    debug_assert!(fields.user_id.len() <= u16::MAX as usize);
+    debug_assert!(fields.event_type.len() <= u8::MAX as usize);
+    out.put_u8(FORMAT_VERSION);
+    out.put_i64_le(fields.event_time_ms);
+    out.put_i64_le(fields.received_at_ms);
+    out.put_slice(fields.event_id.as_bytes());
+    out.put_u16_le(fields.user_id.len() as u16);
+    out.put_u8(fields.event_type.len() as u8);
+    let payload_len_at = out.len();
+    out.put_u32_le(0);
+    out.put_slice(fields.user_id.as_bytes());
+    out.put_slice(fields.event_type.as_bytes());
+    let payload_start = out.len();
+    write_payload(out);
+    let payload_len = (out.len() - payload_start) as u32;
+    out[payload_len_at..payload_len_at + 4].copy_from_slice(&payload_len.to_le_bytes());
+    out.len() - start
+}
+
+/// A borrowed view of an encoded event; decoding checks lengths and UTF-8, copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub struct EventView<'a> {
+    pub event_time_ms: i64,
+    pub received_at_ms: i64,
+    pub event_id: Uuid,
+    pub user_id: &'a str,
+    pub event_type: &'a str,
+    /// The payload object's JSON text, if the event had one.
+    pub payload: Option<&'a str>,
+}
+
+impl<'a> EventView<'a> {
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(DecodeError::Short(bytes.len()));
+        }
+        if bytes[0] != FORMAT_VERSION {
+            return Err(DecodeError::Version(bytes[0]));
+        }
+        let i64_at = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let user_len = u16::from_le_bytes([bytes[33], bytes[34]]) as usize;
+        let type_len = bytes[35] as usize;
+        let payload_len = u32::from_le_bytes(bytes[36..40].try_into().unwrap()) as usize;
+        let expected = HEADER_LEN + user_len + type_len + payload_len;
+        if expected != bytes.len() {
+            return Err(DecodeError::Length {
+                expected,
+                actual: bytes.len(),
+            });
+        }
+        let user_end = HEADER_LEN + user_len;
+        let type_end = user_end + type_len;
+        let text = |range: std::ops::Range<usize>, name| {
+            std::str::from_utf8(&bytes[range]).map_err(|_| DecodeError::Utf8(name))
+        };
+        Ok(EventView {
+            event_time_ms: i64_at(1),
+            received_at_ms: i64_at(9),
+            event_id: Uuid::from_bytes(bytes[17..33].try_into().unwrap()),
+            user_id: text(HEADER_LEN..user_end, "user_id")?,
+            event_type: text(user_end..type_end, "event_type")?,
+            payload: if payload_len == 0 {
+                None
+            } else {
+                Some(text(type_end..bytes.len(), "payload")?)
+            },
+        })
+    }
+
+    /// Writes the event as one JSON object, times as RFC 3339 UTC with milliseconds.
+    pub fn write_json(&self, out: &mut String) {
+        out.push_str("{\"event_id\":\"");
+        let _ = write!(out, "{}", self.event_id.hyphenated());
+        out.push_str("\",\"user_id\":");
+        write_json_string(out, self.user_id);
+        out.push_str(",\"event_type\":");
+        write_json_string(out, self.event_type);
+        out.push_str(",\"event_time\":\"");
+        write_rfc3339_millis(out, self.event_time_ms);
+        out.push_str("\",\"received_at\":\"");
+        write_rfc3339_millis(out, self.received_at_ms);
+        out.push('"');
+        if let Some(payload) = self.payload {
+            out.push_str(",\"payload\":");
+            out.push_str(payload);
+        }
+        out.push('}');
+    }
+}
+
+/// Appends `s` as a quoted JSON string.
+pub fn write_json_string(out: &mut String, s: &str) {
+    let mut bytes = Vec::new();
+    crate::event::json_text::write_string(&mut bytes, s);
+    // write_string emits only ASCII escapes around valid UTF-8 input, so this cannot fail.
+    out.push_str(std::str::from_utf8(&bytes).expect("escaped JSON is UTF-8"));
+}
+
+pub fn write_rfc3339_millis(out: &mut String, epoch_ms: i64) {
+    let nanos = i128::from(epoch_ms) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => {
+            let _ = write!(
+                out,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second(),
+                t.millisecond()
+            );
+        }
+        Err(_) => {
+            let _ = write!(out, "{epoch_ms}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(payload: Option<&str>) -> Vec<u8> {
+        let mut out = Vec::new();
+        let fields = EventFields {
+            user_id: "u-1",
+            event_type: "click",
+            event_time_ms: 1_700_000_000_123,
+            event_id: Uuid::from_u128(42),
+            received_at_ms: 1_700_000_000_999,
+        };
+        encode_into(&mut out, &fields, |o: &mut Vec<u8>| {
+            if let Some(p) = payload {
+                o.extend_from_slice(p.as_bytes())
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn round_trips_every_field() {
+        let bytes = sample(Some(r#"{"a":1}"#));
+        let view = EventView::decode(&bytes).unwrap();
+        assert_eq!(view.user_id, "u-1");
+        assert_eq!(view.event_type, "click");
+        assert_eq!(view.event_time_ms, 1_700_000_000_123);
+        assert_eq!(view.received_at_ms, 1_700_000_000_999);
+        assert_eq!(view.event_id, Uuid::from_u128(42));
+        assert_eq!(view.payload, Some(r#"{"a":1}"#));
+        let mut json = String::new();
+        view.write_json(&mut json);
+        assert!(json.contains(r#""event_time":"2023-11-14T22:13:20.123Z""#), "{json}");
+        assert!(json.ends_with(r#","payload":{"a":1}}"#), "{json}");
+    }
+
+    #[test]
+    fn absent_payload_is_none() {
+        let bytes = sample(None);
+        assert_eq!(EventView::decode(&bytes).unwrap().payload, None);
+    }
+
+    #[test]
+    fn rejects_truncated_and_padded_records() {
+        let bytes = sample(Some("{}"));
+        assert!(matches!(
+            EventView::decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Length { .. })
+        ));
+        assert!(matches!(
+            EventView::decode(&bytes[..10]),
+            Err(DecodeError::Short(10))
+        ));
+        let mut wrong_version = bytes.clone();
+        wrong_version[0] = 9;
+        assert_eq!(
+            EventView::decode(&wrong_version).unwrap_err(),
+            DecodeError::Version(9)
+        );
+    }
+}

@@ -1,0 +1,247 @@
+//! Writing JSON text: string escaping, and re-emitting a parsed payload from simd-json's tape.
+//!
+//! simd-json unescapes strings in place, so the original payload text is gone by the time
+//! validation sees it; the payload is re-emitted from the tape in canonical form (no
+//! whitespace) straight into the event's encoded bytes. The same single pass enforces the
+//! nesting limit and rejects duplicate keys: a body whose meaning depends on which of two
+//! equal keys a reader keeps is refused rather than stored ambiguously.
+
+use bytes::BufMut;
+use simd_json::{tape::Node, StaticNode};
+
+/// Why a payload could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PayloadError {
+    TooDeep { max: usize },
+    DuplicateKey(String),
+}
+
+/// Scratch space reused across payloads so duplicate-key checks do not allocate per object:
+/// (key hash, tape index of the key) for every key of every object still open.
+#[derive(Default)]
+pub struct KeyScratch {
+    keys: Vec<(u64, usize)>,
+}
+
+/// Keys of objects larger than this are checked for duplicates by sorting instead of a
+/// pairwise scan.
+const PAIRWISE_LIMIT: usize = 32;
+
+/// Writes the value starting at `nodes[at]` as JSON text; returns the index after it.
+/// `depth` is the nesting depth of the container holding this value.
+pub fn write_value<B: BufMut>(
+    nodes: &[Node<'_>],
+    at: usize,
+    depth: usize,
+    max_depth: usize,
+    scratch: &mut KeyScratch,
+    out: &mut B,
+) -> Result<usize, PayloadError> {
+    match nodes[at] {
+        Node::Static(value) => {
+            write_static(out, value);
+            Ok(at + 1)
+        }
+        Node::String(s) => {
+            write_string(out, s);
+            Ok(at + 1)
+        }
+        Node::Array { len, .. } => {
+            if depth + 1 > max_depth {
+                return Err(PayloadError::TooDeep { max: max_depth });
+            }
+            out.put_u8(b'[');
+            let mut next = at + 1;
+            for i in 0..len {
+                if i > 0 {
+                    out.put_u8(b',');
+                }
+                next = write_value(nodes, next, depth + 1, max_depth, scratch, out)?;
+            }
+            out.put_u8(b']');
+            Ok(next)
+        }
+        Node::Object { len, .. } => {
+            if depth + 1 > max_depth {
+                return Err(PayloadError::TooDeep { max: max_depth });
+            }
+            let open_keys = scratch.keys.len();
+            out.put_u8(b'{');
+            let mut next = at + 1;
+            for i in 0..len {
+                let Node::String(key) = nodes[next] else {
+                    unreachable!("simd-json tapes hold a string node before every object value")
+                };
+                scratch.keys.push((key_hash(key), next));
+                if i > 0 {
+                    out.put_u8(b',');
+                }
+                write_string(out, key);
+                out.put_u8(b':');
+                next = write_value(nodes, next + 1, depth + 1, max_depth, scratch, out)?;
+            }
+            out.put_u8(b'}');
+            let duplicate = find_duplicate(nodes, &mut scratch.keys[open_keys..]);
+            scratch.keys.truncate(open_keys);
+            match duplicate {
+                Some(key) => Err(PayloadError::DuplicateKey(key.to_owned())),
+                None => Ok(next),
+            }
+        }
+    }
+}
+
+fn find_duplicate<'n, 'i>(nodes: &'n [Node<'i>], keys: &mut [(u64, usize)]) -> Option<&'i str> {
+    let key_at = |index: usize| match nodes[index] {
+        Node::String(s) => s,
+        _ => unreachable!("key indexes point at string nodes"),
+    };
+    if keys.len() <= PAIRWISE_LIMIT {
+        for (i, (hash, index)) in keys.iter().enumerate() {
+            for (other_hash, other_index) in &keys[..i] {
+                if hash == other_hash && key_at(*index) == key_at(*other_index) {
+                    return Some(key_at(*index));
+                }
+            }
+        }
+        return None;
+    }
+    keys.sort_unstable_by_key(|(hash, _)| *hash);
+    // Equal keys have equal hashes, so after sorting they sit in one run of equal hashes;
+    // compare the strings only within such runs (almost always of length one).
+    let mut run_start = 0;
+    for i in 1..=keys.len() {
+        if i == keys.len() || keys[i].0 != keys[run_start].0 {
+            let run = &keys[run_start..i];
+            for (a, (_, first)) in run.iter().enumerate() {
+                for (_, second) in &run[a + 1..] {
+                    if key_at(*first) == key_at(*second) {
+                        return Some(key_at(*first));
+                    }
+                }
+            }
+            run_start = i;
+        }
+    }
+    None
+}
+
+/// FNV-1a: keys are short and hashed once each, so a simple byte hash is the cheapest.
+fn key_hash(key: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+fn write_static<B: BufMut>(out: &mut B, value: StaticNode) {
+    match value {
+        StaticNode::Null => out.put_slice(b"null"),
+        StaticNode::Bool(true) => out.put_slice(b"true"),
+        StaticNode::Bool(false) => out.put_slice(b"false"),
+        StaticNode::I64(n) => out.put_slice(itoa::Buffer::new().format(n).as_bytes()),
+        StaticNode::U64(n) => out.put_slice(itoa::Buffer::new().format(n).as_bytes()),
+        StaticNode::F64(f) => {
+            if f.is_finite() {
+                out.put_slice(ryu::Buffer::new().format_finite(f).as_bytes())
+            } else {
+                // JSON has no infinities; simd-json never produces one, but never emit
+                // invalid text if it did.
+                out.put_slice(b"null")
+            }
+        }
+    }
+}
+
+/// Writes `s` as a quoted JSON string, escaping quotes, backslashes and control characters.
+pub fn write_string<B: BufMut>(out: &mut B, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.put_u8(b'"');
+    let bytes = s.as_bytes();
+    let mut clean_from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.put_slice(&bytes[clean_from..i]);
+        if escape.is_empty() {
+            out.put_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]);
+        } else {
+            out.put_slice(escape);
+        }
+        clean_from = i + 1;
+    }
+    out.put_slice(&bytes[clean_from..]);
+    out.put_u8(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reemit(text: &str, max_depth: usize) -> Result<String, PayloadError> {
+        let mut input = text.as_bytes().to_vec();
+        let tape = simd_json::to_tape(&mut input).unwrap();
+        let mut out = Vec::new();
+        let end = write_value(
+            &tape.0,
+            0,
+            0,
+            max_depth,
+            &mut KeyScratch::default(),
+            &mut out,
+        )?;
+        assert_eq!(end, tape.0.len());
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn reemits_canonical_json() {
+        let text = r#" { "a" : [1, -2, 3.5, true, null, "x\"y\\z\u0001"], "b": {"c": {}} } "#;
+        assert_eq!(
+            reemit(text, 32).unwrap(),
+            r#"{"a":[1,-2,3.5,true,null,"x\"y\\z\u0001"],"b":{"c":{}}}"#
+        );
+    }
+
+    #[test]
+    fn enforces_depth() {
+        assert!(reemit(r#"{"a":{"b":{}}}"#, 3).is_ok());
+        assert_eq!(
+            reemit(r#"{"a":{"b":{"c":[]}}}"#, 3),
+            Err(PayloadError::TooDeep { max: 3 })
+        );
+    }
+
+    #[test]
+    fn rejects_duplicates_small_and_large_objects() {
+        assert_eq!(
+            reemit(r#"{"a":1,"b":{"x":1,"x":2}}"#, 32),
+            Err(PayloadError::DuplicateKey("x".into()))
+        );
+        let mut big: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
+        assert!(reemit(&format!("{{{}}}", big.join(",")), 32).is_ok());
+        big.push("\"k57\":0".into());
+        assert_eq!(
+            reemit(&format!("{{{}}}", big.join(",")), 32),
+            Err(PayloadError::DuplicateKey("k57".into()))
+        );
+        // The same key in sibling objects is not a duplicate.
+        assert!(reemit(r#"{"a":{"x":1},"b":{"x":2}}"#, 32).is_ok());
+    }
+}
