@@ -6,3 +6,8 @@
 //! the ring in batches, and `sink` stores them.
 
 pub mod event;
+pub mod admission;
+pub mod ring;
+pub mod writer;
+pub mod sink;
+pub mod observe;

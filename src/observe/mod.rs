@@ -1,0 +1,3 @@
+//! Observability: metrics shared by every shard.
+
+pub mod metrics;

@@ -1,0 +1,18 @@
+//! A sink that stores nothing, so benchmarks can measure the ingest path without storage.
+
+use bytes::Bytes;
+
+use super::{Sink, SinkError};
+
+#[derive(Default)]
+pub struct Blackhole;
+
+impl Sink for Blackhole {
+    async fn write_batch(&mut self, _batch: &[Bytes]) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,74 @@
+//! Stage 5: where batches of encoded events end up.
+//!
+//! A sink stores a batch as a whole or reports an error; the writer keeps the batch and
+//! retries, so a failing sink backs up into the ring and then into 503s, never into loss.
+//! Sinks run on their shard's thread (no `Send` bound) and are chosen once at start-up.
+
+pub mod blackhole;
+pub mod gate;
+pub mod spool;
+
+use bytes::Bytes;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SinkError {
+    #[error("spool I/O on {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How often an idle writer calls [`Sink::tick`].
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A destination for batches of encoded events.
+#[allow(async_fn_in_trait)] // shard-local: futures never cross threads
+pub trait Sink {
+    /// Stores every event of `batch`, or fails having promised nothing.
+    async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError>;
+
+    /// Called about every [`TICK`] while the writer is idle: time-based upkeep such as an
+    /// interval fsync.
+    async fn tick(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Makes everything written so far durable and releases resources.
+    async fn close(&mut self) -> Result<(), SinkError>;
+}
+
+/// Which sink a shard writes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkKind {
+    /// Append-only, checksummed segment files per shard (the embedded default).
+    Spool,
+    /// Discards everything; for benchmarks of the ingest path alone.
+    Blackhole,
+}
+
+impl std::str::FromStr for SinkKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "spool" => Ok(SinkKind::Spool),
+            "blackhole" => Ok(SinkKind::Blackhole),
+            other => Err(format!(
+                "unknown sink {other:?} (expected spool or blackhole)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SinkKind::Spool => "spool",
+            SinkKind::Blackhole => "blackhole",
+        })
+    }
+}
