@@ -1,13 +1,45 @@
 //! tidegate: a thread-per-core HTTP event ingest edge.
 //!
-//! Modules are listed in the order data flows through them: HTTP ingress accepts a body,
-//! `event` parses and validates it, `admission` decides whether the shard can take it
-//! (this is where a 503 is decided), `ring` holds accepted events per core, `writer` drains
-//! the ring in batches, and `sink` stores them.
+//! Modules are declared in the order data flows through them. Each core runs one shard:
+//!
+//! ```text
+//!  POST /v1/events
+//!        │
+//!  ingress   (HTTP/1.1 over glommio: limits, decompression, routing)
+//!        │ body
+//!  event     (simd-json in place → validated, encoded events; all or nothing)
+//!        │ encoded batch
+//!  admission (does the whole request fit? if not: 503 + Retry-After)
+//!        │
+//!  ring      (per-core, bounded in events and bytes)
+//!        │
+//!  writer    (batches by count, bytes and delay; retries; never drops)
+//!        │
+//!  sink      (spool segment files, or blackhole)
+//! ```
 
+// 1. HTTP ingress
+pub mod ingress;
+
+// 2. Parsing and validation
 pub mod event;
+
+// 3. The 503 decision
 pub mod admission;
+
+// 4. The per-core ring
 pub mod ring;
+
+// 5. Batching writer
 pub mod writer;
+
+// 6. Sinks
 pub mod sink;
+
+// Wiring and cross-cutting concerns.
+pub mod cli;
+pub mod config;
 pub mod observe;
+pub mod server;
+pub mod shard;
+pub mod shutdown;

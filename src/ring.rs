@@ -191,11 +191,18 @@ mod tests {
             .unwrap();
         let mut batch = Vec::new();
         assert_eq!(r.peek_batch(3, 5, &mut batch), 4);
-        assert_eq!(batch, vec![Bytes::from_static(b"aa"), Bytes::from_static(b"bb")]);
+        assert_eq!(
+            batch,
+            vec![Bytes::from_static(b"aa"), Bytes::from_static(b"bb")]
+        );
         assert_eq!(r.len(), 4, "peeking removes nothing");
         r.consume(batch.len());
         assert_eq!((r.len(), r.bytes()), (2, 4));
-        assert_eq!(r.peek_batch(10, 1, &mut batch), 2, "one oversized event still goes");
+        assert_eq!(
+            r.peek_batch(10, 1, &mut batch),
+            2,
+            "one oversized event still goes"
+        );
         assert_eq!(batch, vec![Bytes::from_static(b"cc")]);
         assert!(r.has_full_batch(2, 1000));
         assert!(!r.has_full_batch(3, 1000));

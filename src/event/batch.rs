@@ -400,7 +400,10 @@ mod tests {
         assert_eq!(parse("  ", BodyFormat::Json), Err(BatchError::Empty));
         assert_eq!(parse("[]", BodyFormat::Json), Err(BatchError::Empty));
         assert_eq!(parse("\n\n", BodyFormat::Ndjson), Err(BatchError::Empty));
-        assert_eq!(parse("3", BodyFormat::Json), Err(BatchError::NotAnEventOrArray));
+        assert_eq!(
+            parse("3", BodyFormat::Json),
+            Err(BatchError::NotAnEventOrArray)
+        );
         match parse(r#"{"user_id": }"#, BodyFormat::Json) {
             Err(BatchError::Malformed { offset, .. }) => assert!(offset > 0 && offset < 14),
             other => panic!("{other:?}"),

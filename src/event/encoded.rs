@@ -228,7 +228,10 @@ mod tests {
         assert_eq!(view.payload, Some(r#"{"a":1}"#));
         let mut json = String::new();
         view.write_json(&mut json);
-        assert!(json.contains(r#""event_time":"2023-11-14T22:13:20.123Z""#), "{json}");
+        assert!(
+            json.contains(r#""event_time":"2023-11-14T22:13:20.123Z""#),
+            "{json}"
+        );
         assert!(json.ends_with(r#","payload":{"a":1}}"#), "{json}");
     }
 

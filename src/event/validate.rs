@@ -85,38 +85,37 @@ pub fn validate_event<B: EncodeBuf>(
         };
         let value_at = next + 1;
         next = skip_value(nodes, value_at);
-        let slot_taken = match key {
-            "user_id" => user_id
-                .replace(bounded_string(
-                    nodes[value_at],
-                    key,
-                    ctx.limits.max_user_id_bytes,
-                )?)
-                .is_some(),
-            "event_type" => event_type
-                .replace(bounded_string(
-                    nodes[value_at],
-                    key,
-                    ctx.limits.max_event_type_bytes,
-                )?)
-                .is_some(),
-            "event_time" => event_time
-                .replace(parse_event_time(nodes[value_at])?)
-                .is_some(),
-            "event_id" => event_id.replace(parse_event_id(nodes[value_at])?).is_some(),
-            "payload" => {
-                if !matches!(nodes[value_at], Node::Object { .. }) {
-                    return Err(FieldError::new(key, "must be a JSON object"));
+        let slot_taken =
+            match key {
+                "user_id" => user_id
+                    .replace(bounded_string(
+                        nodes[value_at],
+                        key,
+                        ctx.limits.max_user_id_bytes,
+                    )?)
+                    .is_some(),
+                "event_type" => event_type
+                    .replace(bounded_string(
+                        nodes[value_at],
+                        key,
+                        ctx.limits.max_event_type_bytes,
+                    )?)
+                    .is_some(),
+                "event_time" => event_time
+                    .replace(parse_event_time(nodes[value_at])?)
+                    .is_some(),
+                "event_id" => event_id.replace(parse_event_id(nodes[value_at])?).is_some(),
+                "payload" => {
+                    if !matches!(nodes[value_at], Node::Object { .. }) {
+                        return Err(FieldError::new(key, "must be a JSON object"));
+                    }
+                    payload_at.replace(value_at).is_some()
                 }
-                payload_at.replace(value_at).is_some()
-            }
-            other => {
-                return Err(FieldError::new(
+                other => return Err(FieldError::new(
                     other,
                     "unknown field (allowed: user_id, event_type, event_time, event_id, payload)",
-                ))
-            }
-        };
+                )),
+            };
         if slot_taken {
             return Err(FieldError::new(key, "duplicate field"));
         }

@@ -178,7 +178,10 @@ impl ShardMetrics {
     }
 
     pub fn request_rejected(&self, why: RequestRejection) {
-        let i = RequestRejection::ALL.iter().position(|&r| r == why).unwrap();
+        let i = RequestRejection::ALL
+            .iter()
+            .position(|&r| r == why)
+            .unwrap();
         self.requests_rejected[i].fetch_add(1, Relaxed);
     }
 
@@ -270,7 +273,11 @@ impl Metrics {
                 for (id, s) in shards() {
                     for (i, why) in RequestRejection::ALL.iter().enumerate() {
                         let n = s.requests_rejected[i].load(Relaxed);
-                        let _ = writeln!(out, "tidegate_requests_rejected_total{{shard=\"{id}\",reason=\"{}\"}} {n}", why.as_str());
+                        let _ = writeln!(
+                            out,
+                            "tidegate_requests_rejected_total{{shard=\"{id}\",reason=\"{}\"}} {n}",
+                            why.as_str()
+                        );
                     }
                 }
             },
@@ -311,7 +318,11 @@ impl Metrics {
                 for (id, s) in shards() {
                     for (i, why) in EventRejection::ALL.iter().enumerate() {
                         let n = s.events_rejected[i].load(Relaxed);
-                        let _ = writeln!(out, "tidegate_events_rejected_total{{shard=\"{id}\",reason=\"{}\"}} {n}", why.as_str());
+                        let _ = writeln!(
+                            out,
+                            "tidegate_events_rejected_total{{shard=\"{id}\",reason=\"{}\"}} {n}",
+                            why.as_str()
+                        );
                     }
                 }
             },

@@ -41,7 +41,10 @@ pub enum Found<'a> {
         reason: &'static str,
     },
     /// An incomplete record at the end: a write the process did not finish.
-    Torn { offset: usize, len: usize },
+    Torn {
+        offset: usize,
+        len: usize,
+    },
 }
 
 /// Walks a segment's bytes record by record, reporting and skipping damage.

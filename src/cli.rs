@@ -1,0 +1,179 @@
+//! The command line: parsing arguments, setting up logging, and running each subcommand.
+//!
+//! Errors are reported here, at the edge, with context; configuration errors exit with
+//! status 2 (as clap does for bad flags), runtime failures with 1.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Override};
+use crate::sink::spool::reader;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tidegate",
+    version,
+    about = "Thread-per-core HTTP event ingest edge",
+    long_about = "Thread-per-core HTTP event ingest edge.\n\n\
+        Configuration layers, lowest to highest: built-in defaults, the TOML file given \
+        with --config, TIDEGATE_<SECTION>_<KEY> environment variables (for example \
+        TIDEGATE_LIMITS_MAX_BODY_BYTES), and the flags below. `tidegate config print` shows \
+        every key and its effective value."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub options: Options,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Options {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "TIDEGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address every shard listens on, e.g. 0.0.0.0:8080 (server.listen).
+    #[arg(long, global = true, env = "TIDEGATE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Number of shards, one pinned thread per core; 0 = every online core (server.shards).
+    #[arg(long, global = true, env = "TIDEGATE_SHARDS", value_name = "N")]
+    pub shards: Option<usize>,
+    /// Where events go: spool (local segment files) or blackhole (sink.kind).
+    #[arg(long, global = true, env = "TIDEGATE_SINK", value_name = "SINK")]
+    pub sink: Option<String>,
+    /// Directory of the spool's segment files (spool.data_dir).
+    #[arg(long, global = true, env = "TIDEGATE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log format: text or json (log.format).
+    #[arg(long, global = true, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. info or tidegate=debug (log.level).
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Test-only: the sink stalls while this file exists.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub test_stall_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Read a spool directory.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SpoolCommand {
+    /// Print every stored event as one JSON object per line; report damage on stderr.
+    Cat {
+        /// A data directory, one shard's directory, or one segment file.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration as TOML.
+    Print,
+}
+
+impl Options {
+    fn overrides(&self) -> Vec<Override> {
+        let mut flags = Vec::new();
+        let mut add = |key, value: Option<String>| {
+            if let Some(value) = value {
+                flags.push((key, value));
+            }
+        };
+        add("server.listen", self.listen.clone());
+        add("server.shards", self.shards.map(|n| n.to_string()));
+        add("sink.kind", self.sink.clone());
+        add(
+            "spool.data_dir",
+            self.data_dir.as_ref().map(|d| d.display().to_string()),
+        );
+        add("log.format", self.log_format.clone());
+        add("log.level", self.log_level.clone());
+        flags
+    }
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(
+        cli.options.config.as_deref(),
+        std::env::vars(),
+        &cli.options.overrides(),
+    ) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("tidegate: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            init_logging(&config);
+            crate::server::run(config, cli.options.test_stall_file).context("server failed")
+        }
+        Command::Spool {
+            command: SpoolCommand::Cat { dir },
+        } => spool_cat(&dir),
+        Command::Config {
+            command: ConfigCommand::Print,
+        } => {
+            print!("{}", config.to_toml());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tidegate: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_thread_names(true)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if config.log.format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn spool_cat(dir: &Path) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    let stderr = std::io::stderr();
+    let summary = reader::cat(dir, &mut out, &mut stderr.lock())
+        .with_context(|| format!("cannot read spool {}", dir.display()))?;
+    out.flush().context("cannot write to stdout")?;
+    eprintln!(
+        "tidegate spool cat: {} events from {} segments; {} damaged and {} torn records skipped",
+        summary.events, summary.segments, summary.damaged, summary.torn
+    );
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! Stage 1 of the data flow: HTTP ingress.
+//!
+//! Each shard accepts on its own SO_REUSEPORT socket (`listener`), serves each connection
+//! with hyper over a glommio stream (`connection`, `io`), and answers requests in
+//! `handler`, which reads bodies within limits (`body`) and builds every reply
+//! (`response`).
+
+pub mod body;
+pub mod connection;
+pub mod handler;
+pub mod io;
+pub mod listener;
+pub mod response;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::net::TcpListener;
+
+pub use connection::Timeouts;
+pub use handler::{HttpLimits, IngressContext};
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionPolicy {
+    pub timeouts: Timeouts,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    /// How long shutdown waits for open connections to finish their requests.
+    pub shutdown_grace: Duration,
+}
+
+/// Accepts and serves connections until shutdown is requested, then stops accepting and
+/// waits (up to the grace period) for open connections to finish.
+pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: ConnectionPolicy) {
+    let open = Rc::new(Cell::new(0usize));
+    let closed = Rc::new(event_listener::Event::new());
+    let metrics = ctx.metrics.clone();
+    let shard_metrics = || metrics.shard(ctx.shard);
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            ctx.shutdown.wait().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(stream)) => stream,
+            Some(Err(err)) => {
+                // Typically EMFILE/ENFILE: back off briefly instead of spinning.
+                tracing::warn!(shard = ctx.shard, error = %err, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let over_limit = open.get() >= policy.max_connections;
+        open.set(open.get() + 1);
+        shard_metrics()
+            .connections_open
+            .store(open.get() as u64, Relaxed);
+        shard_metrics().connections_accepted.fetch_add(1, Relaxed);
+        let (ctx, open, closed) = (ctx.clone(), open.clone(), closed.clone());
+        glommio::spawn_local(async move {
+            connection::serve(
+                ctx.clone(),
+                stream,
+                policy.timeouts,
+                policy.max_header_bytes,
+                over_limit,
+            )
+            .await;
+            open.set(open.get() - 1);
+            ctx.metrics
+                .shard(ctx.shard)
+                .connections_open
+                .store(open.get() as u64, Relaxed);
+            closed.notify(usize::MAX);
+        })
+        .detach();
+    }
+    drop(listener);
+
+    let deadline = glommio::timer::sleep(policy.shutdown_grace);
+    let all_closed = async {
+        while open.get() > 0 {
+            let listener = closed.listen();
+            if open.get() == 0 {
+                break;
+            }
+            listener.await;
+        }
+    };
+    future::or(all_closed, async {
+        deadline.await;
+        tracing::warn!(
+            shard = ctx.shard,
+            open = open.get(),
+            "shutdown grace period over; closing remaining connections"
+        );
+    })
+    .await;
+}

@@ -1,0 +1,133 @@
+//! The process: sockets, one pinned thread per shard, signals, and orderly exit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use glommio::{CpuSet, LocalExecutorBuilder, Placement};
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::ingress::listener;
+use crate::observe::metrics::Metrics;
+use crate::shard::{self, ShardSetup};
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start shard {shard}: {message}")]
+    Start { shard: usize, message: String },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    #[error("shard {shard} failed: {message}")]
+    Shard { shard: usize, message: String },
+}
+
+/// Runs the server until SIGTERM or SIGINT has been handled and every ring drained.
+pub fn run(config: Config, stall_file: Option<PathBuf>) -> Result<(), ServerError> {
+    let config = Arc::new(config);
+    let shards = config.shard_count();
+    let addr = config.listen_addr().expect("validated");
+    let (sockets, bound) = listener::bind_reuseport(addr, shards, config.server.backlog)
+        .map_err(|source| ServerError::Listen { addr, source })?;
+    let metrics = Arc::new(Metrics::new(shards));
+    let shutdown = Arc::new(Shutdown::default());
+    watch_signals(shutdown.clone())?;
+
+    let cpus: Vec<usize> = if config.server.pin_cores {
+        CpuSet::online()
+            .map(|set| set.into_iter().map(|location| location.cpu).collect())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let mut handles = Vec::with_capacity(shards);
+    for (id, socket) in sockets.into_iter().enumerate() {
+        let placement = match cpus.get(id % cpus.len().max(1)) {
+            Some(&cpu) if !cpus.is_empty() => Placement::Fixed(cpu),
+            _ => Placement::Unbound,
+        };
+        let setup = ShardSetup {
+            id,
+            config: config.clone(),
+            socket,
+            metrics: metrics.clone(),
+            shutdown: shutdown.clone(),
+            stall_file: stall_file.clone(),
+            started: started_tx.clone(),
+        };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("tidegate-shard-{id}"))
+            .spawn(move || shard::run(setup))
+            .map_err(|e| ServerError::Start {
+                shard: id,
+                message: e.to_string(),
+            })?;
+        handles.push(handle);
+    }
+    drop(started_tx);
+
+    let mut startup_error = None;
+    for _ in 0..shards {
+        match started_rx.recv() {
+            Ok(Ok(_)) => {}
+            Ok(Err(message)) => {
+                startup_error.get_or_insert(ServerError::Start { shard: 0, message });
+            }
+            Err(_) => break,
+        }
+    }
+    if startup_error.is_some() {
+        shutdown.request();
+    } else {
+        // A stable line on stdout: scripts and tests read the bound address from it.
+        println!(
+            "tidegate: listening on http://{bound} ({shards} shards, sink {})",
+            config.sink.kind
+        );
+        tracing::info!(%bound, shards, sink = %config.sink.kind, "serving");
+    }
+
+    let mut first_error = startup_error;
+    for (id, handle) in handles.into_iter().enumerate() {
+        let failure = match handle.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(err)) => Some(err.to_string()),
+            Err(err) => Some(err.to_string()),
+        };
+        if let Some(message) = failure {
+            tracing::error!(shard = id, %message, "shard failed");
+            first_error.get_or_insert(ServerError::Shard { shard: id, message });
+        }
+    }
+    let (accepted, flushed, in_rings) = metrics.outcome_totals();
+    tracing::info!(accepted, flushed, in_rings, "stopped");
+    first_error.map_or(Ok(()), Err)
+}
+
+/// SIGTERM or SIGINT starts a graceful shutdown; a second one is logged and ignored, since
+/// exiting then could lose accepted events.
+fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), ServerError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(ServerError::Signals)?;
+    std::thread::Builder::new()
+        .name("tidegate-signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                if shutdown.is_requested() {
+                    tracing::warn!(signal, "already draining; waiting for rings to empty");
+                } else {
+                    tracing::info!(signal, "shutting down: draining rings into the sink");
+                    shutdown.request();
+                }
+            }
+        })
+        .map_err(ServerError::Signals)?;
+    Ok(())
+}

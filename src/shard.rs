@@ -1,0 +1,112 @@
+//! One shard: a core's whole pipeline, from its listening socket to its sink.
+//!
+//! This is where the stages are wired together, once per core, on that core's glommio
+//! executor: the HTTP ingress pushes into the shard's ring, the shard's writer drains the
+//! ring into the shard's sink. Nothing here is shared with other shards except the
+//! metrics (written per shard) and the shutdown request.
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use socket2::Socket;
+
+use crate::config::Config;
+use crate::event::BatchParser;
+use crate::ingress::{self, listener, IngressContext};
+use crate::observe::metrics::Metrics;
+use crate::ring::ShardRing;
+use crate::shutdown::Shutdown;
+use crate::sink::blackhole::Blackhole;
+use crate::sink::gate::Gate;
+use crate::sink::spool::SpoolSink;
+use crate::sink::{Sink, SinkError, SinkKind};
+use crate::writer;
+
+/// What a shard needs from the process.
+pub struct ShardSetup {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub socket: Socket,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: Arc<Shutdown>,
+    /// Test-only: stall the sink while this file exists.
+    pub stall_file: Option<PathBuf>,
+    /// Told once the shard is serving, or why it could not start.
+    pub started: std::sync::mpsc::Sender<Result<usize, String>>,
+}
+
+/// Runs the shard until shutdown has drained its ring into its sink.
+pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
+    let ShardSetup {
+        id,
+        config,
+        socket,
+        metrics,
+        shutdown,
+        stall_file,
+        started,
+    } = setup;
+    let capacity = config.ring_capacity();
+    let m = metrics.shard(id);
+    m.ring_capacity_events
+        .store(capacity.events as u64, Relaxed);
+    m.ring_capacity_bytes.store(capacity.bytes as u64, Relaxed);
+    let high_water = |cap: usize| (cap as u64 * u64::from(config.ring.high_water_percent)) / 100;
+    m.ring_high_water_events
+        .store(high_water(capacity.events), Relaxed);
+    m.ring_high_water_bytes
+        .store(high_water(capacity.bytes), Relaxed);
+
+    let ring = Rc::new(ShardRing::new(capacity));
+    let writer = match config.sink.kind {
+        SinkKind::Spool => match SpoolSink::open(config.spool_config(), id).await {
+            Ok(sink) => spawn_writer(id, &ring, sink, &config, &metrics, stall_file),
+            Err(err) => {
+                let _ = started.send(Err(format!("shard {id}: {err}")));
+                return Err(err);
+            }
+        },
+        SinkKind::Blackhole => spawn_writer(id, &ring, Blackhole, &config, &metrics, stall_file),
+    };
+
+    let listener = listener::adopt(socket);
+    let ctx = Rc::new(IngressContext::new(
+        id,
+        config.http_limits(),
+        BatchParser::new(config.batch_limits()),
+        ring.clone(),
+        metrics.clone(),
+        shutdown,
+    ));
+    let _ = started.send(Ok(id));
+    ingress::serve(ctx, listener, config.connection_policy()).await;
+
+    // No connection can push any more: let the writer drain the ring and close the sink.
+    ring.close();
+    let result = writer.await;
+    tracing::info!(shard = id, "shard drained and stopped");
+    result
+}
+
+fn spawn_writer<S: Sink + 'static>(
+    id: usize,
+    ring: &Rc<ShardRing>,
+    sink: S,
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    stall_file: Option<PathBuf>,
+) -> glommio::Task<Result<(), SinkError>> {
+    let (ring, policy, metrics) = (ring.clone(), config.batch_policy(), metrics.clone());
+    match stall_file {
+        Some(path) => glommio::spawn_local(writer::run(
+            id,
+            ring,
+            Gate::new(sink, path),
+            policy,
+            metrics,
+        )),
+        None => glommio::spawn_local(writer::run(id, ring, sink, policy, metrics)),
+    }
+}
