@@ -106,14 +106,15 @@ async fn watchdog(activity: Rc<Activity>, timeouts: Timeouts) -> Expired {
         if now >= idle_deadline {
             return Expired::Idle;
         }
-        let mut next = idle_deadline;
-        if let Some(started) = activity.head_started.get() {
-            let head_deadline = started + timeouts.header_read;
-            if now >= head_deadline {
-                return Expired::HeaderRead;
-            }
-            next = next.min(head_deadline);
+        // A head that starts while we sleep has a deadline after `now + header_read`, so
+        // waking by then at the latest never misses one.
+        let head_deadline = match activity.head_started.get() {
+            Some(started) => started + timeouts.header_read,
+            None => now + timeouts.header_read,
+        };
+        if activity.head_started.get().is_some() && now >= head_deadline {
+            return Expired::HeaderRead;
         }
-        glommio::timer::sleep(next - now).await;
+        glommio::timer::sleep(idle_deadline.min(head_deadline) - now).await;
     }
 }

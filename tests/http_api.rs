@@ -1,0 +1,389 @@
+//! Every status code of the HTTP API, over real TCP against the real binary.
+
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use support::{encode_request, event, read_response, uuid, Server};
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).unwrap();
+    enc.finish().unwrap()
+}
+
+#[test]
+fn accepts_object_array_ndjson_gzip_and_zstd() {
+    let server = Server::start(&["--shards", "1"]);
+    let one = event("u1", &uuid(1, 1));
+    let r = server.post_json(&one);
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json(), serde_json::json!({"accepted": 1}));
+
+    let array = format!(
+        "[{},{}]",
+        event("u1", &uuid(1, 2)),
+        event("u2", &uuid(1, 3))
+    );
+    assert_eq!(server.post_json(&array).json()["accepted"], 2);
+
+    let ndjson = format!(
+        "{}\n{}\n",
+        event("u3", &uuid(1, 4)),
+        event("u3", &uuid(1, 5))
+    );
+    let r = server.post(ndjson.as_bytes(), &[NDJSON]);
+    assert_eq!((r.status, r.json()["accepted"].as_u64()), (202, Some(2)));
+
+    let r = server.post(
+        &gzip(
+            array
+                .replace(&uuid(1, 2), &uuid(1, 6))
+                .replace(&uuid(1, 3), &uuid(1, 7))
+                .as_bytes(),
+        ),
+        &[JSON, ("content-encoding", "gzip")],
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    let zst = zstd::encode_all(event("u4", &uuid(1, 8)).as_bytes(), 3).unwrap();
+    let r = server.post(&zst, &[JSON, ("content-encoding", "zstd")]);
+    assert_eq!(r.status, 202, "{}", r.text());
+
+    // RFC 3339 times, no payload, no event_id (generated).
+    let r = server.post_json(
+        r#"{"user_id":"u5","event_type":"t","event_time":"2024-03-01T10:00:00.5+02:00"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(server.metric("tidegate_events_accepted_total"), 9);
+}
+
+#[test]
+fn bad_bodies_get_400_with_the_reason() {
+    let server = Server::start(&["--shards", "1"]);
+    let check = |body: &[u8], headers: &[(&str, &str)], code: &str| {
+        let r = server.post(body, headers);
+        assert_eq!(
+            r.status,
+            400,
+            "{}: {}",
+            String::from_utf8_lossy(body),
+            r.text()
+        );
+        let json = r.json();
+        assert_eq!(json["error"], code, "{json}");
+        json
+    };
+    let malformed = check(
+        br#"{"user_id": "u1", "event_type": }"#,
+        &[JSON],
+        "malformed_json",
+    );
+    let offset = malformed["offset"].as_u64().unwrap();
+    assert!((25..=34).contains(&offset), "offset {offset}");
+
+    let unknown = check(
+        br#"{"user_id":"u","event_type":"t","event_time":1,"colour":"red"}"#,
+        &[JSON],
+        "invalid_events",
+    );
+    assert_eq!(unknown["errors"][0]["field"], "colour");
+    assert_eq!(unknown["errors"][0]["index"], 0);
+
+    let bad_utf8 = check(
+        b"{\"user_id\":\"\xff\xfe\",\"event_type\":\"t\",\"event_time\":1}",
+        &[JSON],
+        "malformed_json",
+    );
+    assert!(bad_utf8["message"].as_str().unwrap().contains("UTF-8"));
+
+    let dup = check(
+        br#"{"user_id":"a","user_id":"b","event_type":"t","event_time":1}"#,
+        &[JSON],
+        "invalid_events",
+    );
+    assert_eq!(dup["errors"][0]["field"], "user_id");
+    let dup_payload = check(
+        br#"{"user_id":"a","event_type":"t","event_time":1,"payload":{"k":1,"k":2}}"#,
+        &[JSON],
+        "invalid_events",
+    );
+    assert_eq!(dup_payload["errors"][0]["field"], "payload");
+
+    let deep = format!(
+        r#"{{"user_id":"a","event_type":"t","event_time":1,"payload":{}1{}}}"#,
+        r#"{"a":"#.repeat(33),
+        "}".repeat(33)
+    );
+    let deep = check(deep.as_bytes(), &[JSON], "invalid_events");
+    assert!(deep["errors"][0]["reason"].as_str().unwrap().contains("32"));
+    let very_deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    check(very_deep.as_bytes(), &[JSON], "malformed_json");
+
+    check(b"", &[JSON], "empty");
+    check(b"[]", &[JSON], "empty");
+    check(b"\n\n", &[NDJSON], "empty");
+    check(b"\"just a string\"", &[JSON], "not_an_event");
+
+    // Only some events bad: the whole request is refused, each bad one named by index.
+    let mixed = format!(
+        "[{},{{\"user_id\":\"\",\"event_type\":\"t\",\"event_time\":1}},{}]",
+        event("u", &uuid(2, 1)),
+        event("u", &uuid(2, 2))
+    );
+    let json = check(mixed.as_bytes(), &[JSON], "invalid_events");
+    assert_eq!(
+        (json["invalid"].as_u64(), json["valid"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(json["errors"][0]["index"], 1);
+
+    let ndjson_bad = format!("{}\n{{nope\n", event("u", &uuid(2, 3)));
+    let json = check(ndjson_bad.as_bytes(), &[NDJSON], "malformed_json");
+    assert_eq!(json["line"], 2);
+
+    // Reported errors are capped at 100 while the count stays exact.
+    let many_bad = format!("[{}]", vec!["{}"; 150].join(","));
+    let json = check(many_bad.as_bytes(), &[JSON], "invalid_events");
+    assert_eq!(json["invalid"], 150);
+    assert_eq!(json["errors"].as_array().unwrap().len(), 100);
+
+    check(
+        b"\x1f\x8bnot really gzip",
+        &[JSON, ("content-encoding", "gzip")],
+        "bad_encoding",
+    );
+
+    assert_eq!(server.metric("tidegate_events_accepted_total"), 0);
+    assert_eq!(server.metric("tidegate_ring_events"), 0);
+}
+
+#[test]
+fn limits_get_413_and_wrong_types_415() {
+    let server = Server::start(&["--shards", "1"]);
+    // Declared oversize: refused before the body is read.
+    let big = vec![b' '; (1 << 20) + 1];
+    let r = server.post(&big, &[JSON]);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (413, Some("body_too_large"))
+    );
+
+    // Chunked, so no length is declared: refused while reading.
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    let mut req = encode_request(
+        "POST",
+        "/v1/events",
+        &[JSON, ("transfer-encoding", "chunked")],
+        b"",
+    );
+    for _ in 0..20 {
+        req.extend_from_slice(format!("{:x}\r\n", 100_000).as_bytes());
+        req.extend_from_slice(&vec![b' '; 100_000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let _ = stream.write_all(&req);
+    let r = read_response(&mut BufReader::new(stream)).unwrap();
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (413, Some("body_too_large"))
+    );
+
+    // A gzip bomb: 100 KB on the wire, 50 MB inflated.
+    let bomb = gzip(&vec![b' '; 50 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    let r = server.post(&bomb, &[JSON, ("content-encoding", "gzip")]);
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (413, Some("decompressed_too_large"))
+    );
+
+    let too_many = format!("[{}]", vec![event("u", &uuid(3, 0)); 10_001].join(","));
+    let r = server.post(
+        &gzip(too_many.as_bytes()),
+        &[JSON, ("content-encoding", "gzip")],
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (413, Some("too_many_events"))
+    );
+
+    let one = event("u", &uuid(3, 1));
+    for ct in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+    ] {
+        let r = server.post(one.as_bytes(), &[("content-type", ct)]);
+        assert_eq!(r.status, 415, "{ct}");
+        assert_eq!(r.json()["error"], "unsupported_media_type");
+    }
+    let r = server.post(one.as_bytes(), &[JSON, ("content-encoding", "br")]);
+    assert_eq!(r.status, 415);
+    // Charset parameters are fine.
+    let r = server.post(
+        one.as_bytes(),
+        &[("content-type", "application/json; charset=utf-8")],
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(server.metric("tidegate_events_accepted_total"), 1);
+}
+
+#[test]
+fn routes_health_ready_metrics_404_405() {
+    let server = Server::start(&["--shards", "2"]);
+    assert_eq!(server.get("/health").status, 200);
+    let ready = server.get("/ready");
+    assert_eq!(
+        (ready.status, ready.json()["ready"].as_bool()),
+        (200, Some(true))
+    );
+    let r = server.get("/nope");
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (404, Some("not_found"))
+    );
+    let r = server.get("/v1/events");
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    let r = support::request(server.addr, "DELETE", "/health", &[], b"");
+    assert_eq!(r.status, 405);
+
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(metrics
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = metrics.text();
+    for family in [
+        "tidegate_http_requests_total",
+        "tidegate_events_accepted_total",
+        "tidegate_events_rejected_total",
+        "tidegate_ring_events",
+        "tidegate_ring_capacity_events",
+        "tidegate_sink_batches_total",
+        "tidegate_sink_flush_seconds_bucket",
+        "tidegate_unavailable_total",
+    ] {
+        assert!(text.contains(family), "missing {family}");
+    }
+    assert!(text.contains("route=\"other\",status=\"404\""), "{text}");
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let server = Server::start(&["--shards", "1"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut pipelined = Vec::new();
+    pipelined.extend(encode_request("GET", "/health", &[], b""));
+    pipelined.extend(encode_request(
+        "POST",
+        "/v1/events",
+        &[JSON],
+        event("p", &uuid(4, 1)).as_bytes(),
+    ));
+    pipelined.extend(encode_request("GET", "/missing", &[], b""));
+    pipelined.extend(encode_request("POST", "/v1/events", &[JSON], b"{"));
+    pipelined.extend(encode_request(
+        "POST",
+        "/v1/events",
+        &[JSON],
+        format!("[{},{}]", event("p", &uuid(4, 2)), event("p", &uuid(4, 3))).as_bytes(),
+    ));
+    stream.write_all(&pipelined).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| read_response(&mut reader).unwrap().status)
+        .collect();
+    assert_eq!(statuses, vec![200, 202, 404, 400, 202]);
+    // The same connection keeps serving.
+    stream
+        .write_all(&encode_request("GET", "/ready", &[], b""))
+        .unwrap();
+    assert_eq!(read_response(&mut reader).unwrap().status, 200);
+}
+
+#[test]
+fn slow_heads_and_idle_connections_are_closed() {
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--config",
+        &support_config("[server]\nheader_read_timeout_ms = 300\nidle_timeout_ms = 1000\n"),
+    ]);
+    // A head that never completes is cut after the header-read timeout.
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "closed without a response");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(900),
+        "{waited:?}"
+    );
+
+    // An idle keep-alive connection lives past the header timeout, until the idle timeout.
+    let mut idle = TcpStream::connect(server.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(&encode_request("GET", "/health", &[], b""))
+        .unwrap();
+    let mut reader = BufReader::new(idle.try_clone().unwrap());
+    assert_eq!(read_response(&mut reader).unwrap().status, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    idle.write_all(&encode_request("GET", "/health", &[], b""))
+        .unwrap();
+    assert_eq!(
+        read_response(&mut reader).unwrap().status,
+        200,
+        "still open after 500 ms idle"
+    );
+    let started = Instant::now();
+    assert!(read_response(&mut reader).is_none(), "closed when idle");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn connections_over_the_limit_get_503_and_close() {
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--config",
+        &support_config("[server]\nmax_connections_per_shard = 2\n"),
+    ]);
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let r = server.post_json(&event("u", &uuid(5, 1)));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json()["cause"], "connection_limit");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(server.post_json(&event("u", &uuid(5, 2))).status, 202);
+}
+
+/// Writes a config file that lives as long as the test process (leaked on purpose).
+fn support_config(toml: &str) -> String {
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), toml).unwrap();
+    let (_, path) = file.keep().unwrap();
+    path.display().to_string()
+}
