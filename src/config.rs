@@ -21,7 +21,7 @@ use crate::sink::spool::{FsyncPolicy, SpoolConfig};
 use crate::sink::SinkKind;
 use crate::writer::BatchPolicy;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -113,20 +113,6 @@ pub struct LogConfig {
     pub format: String,
     /// A tracing filter, e.g. `info` or `tidegate=debug`.
     pub level: String,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            limits: LimitsConfig::default(),
-            ring: RingConfig::default(),
-            batch: BatchConfig::default(),
-            sink: SinkConfig::default(),
-            spool: SpoolSection::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {

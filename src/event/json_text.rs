@@ -91,7 +91,7 @@ pub fn write_value<B: BufMut>(
     }
 }
 
-fn find_duplicate<'n, 'i>(nodes: &'n [Node<'i>], keys: &mut [(u64, usize)]) -> Option<&'i str> {
+fn find_duplicate<'i>(nodes: &[Node<'i>], keys: &mut [(u64, usize)]) -> Option<&'i str> {
     let key_at = |index: usize| match nodes[index] {
         Node::String(s) => s,
         _ => unreachable!("key indexes point at string nodes"),

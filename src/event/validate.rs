@@ -170,7 +170,7 @@ pub fn skip_value(nodes: &[Node<'_>], at: usize) -> usize {
 
 fn bounded_string<'i>(node: Node<'i>, field: &str, max: usize) -> Result<&'i str, FieldError> {
     match node {
-        Node::String(s) if s.is_empty() => Err(FieldError::new(field, "must not be empty")),
+        Node::String("") => Err(FieldError::new(field, "must not be empty")),
         Node::String(s) if s.len() > max => Err(FieldError::new(
             field,
             format!("is {} bytes, longer than the limit of {max}", s.len()),

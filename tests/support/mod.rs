@@ -186,15 +186,25 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap();
+    try_request(addr, method, path, headers, body).expect("a response")
+}
+
+/// Like [`request`], but `None` when the connection fails or closes without a response.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Response> {
+    let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+        .ok()?;
     stream
         .write_all(&encode_request(method, path, headers, body))
-        .unwrap();
-    let mut reader = BufReader::new(stream);
-    read_response(&mut reader).expect("a response")
+        .ok()?;
+    read_response(&mut BufReader::new(stream))
 }
 
 pub fn encode_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {

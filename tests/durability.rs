@@ -1,0 +1,186 @@
+//! What reaches the spool: exactly the accepted events, through backpressure and shutdown.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{event, event_ids, uuid, Server};
+
+#[test]
+fn spool_holds_exactly_the_accepted_events() {
+    let mut server = Server::start(&["--shards", "2"]);
+    let mut accepted = BTreeSet::new();
+    for i in 0..50u64 {
+        // Accepted: arrays of three events with known ids and content.
+        let ids: Vec<String> = (0..3).map(|k| uuid(10, i * 3 + k)).collect();
+        let body = format!(
+            "[{}]",
+            ids.iter()
+                .map(|id| event(&format!("user-{i}"), id))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(server.post_json(&body).status, 202);
+        accepted.extend(ids);
+        // Refused: a request with one bad event; its good events must not be stored.
+        let bad = format!(
+            "[{},{{\"user_id\":\"x\",\"event_type\":\"t\",\"event_time\":\"never\"}}]",
+            event("rejected", &uuid(11, i))
+        );
+        assert_eq!(server.post_json(&bad).status, 400);
+    }
+    assert!(server.terminate().success());
+    let (events, report) = server.spool_cat();
+    assert_eq!(event_ids(&events), accepted);
+    assert_eq!(events.len(), accepted.len(), "no duplicates");
+    assert!(report.contains("0 damaged and 0 torn"), "{report}");
+    let sample = events
+        .iter()
+        .find(|e| e["event_id"] == uuid(10, 4).as_str())
+        .unwrap();
+    assert_eq!(sample["user_id"], "user-1");
+    assert_eq!(sample["event_type"], "test");
+    assert_eq!(sample["event_time"], "2023-11-14T22:13:20.000Z");
+    assert_eq!(sample["payload"], serde_json::json!({"n": 1}));
+    assert!(sample["received_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn a_stalled_sink_fills_the_ring_then_503_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let stall = dir.path().join("stall");
+    std::fs::write(&stall, "").unwrap();
+    let config = dir.path().join("small-ring.toml");
+    std::fs::write(
+        &config,
+        "[ring]\ncapacity_events = 2000\ncapacity_bytes = 400000\nhigh_water_percent = 50\n\
+         [limits]\nmax_events_per_request = 100\n[server]\nretry_after_seconds = 3\n",
+    )
+    .unwrap();
+    let mut server = Server::start(&[
+        "--shards",
+        "1",
+        "--config",
+        config.to_str().unwrap(),
+        "--test-stall-file",
+        stall.to_str().unwrap(),
+    ]);
+    let rss_before = server.rss_kib();
+
+    let mut accepted = BTreeSet::new();
+    let mut refused = 0;
+    for i in 0..400u64 {
+        let ids: Vec<String> = (0..50).map(|k| uuid(20, i * 50 + k)).collect();
+        let body = format!(
+            "[{}]",
+            ids.iter()
+                .map(|id| event("hot-user", id))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let r = server.post_json(&body);
+        match r.status {
+            202 => accepted.extend(ids),
+            503 => {
+                refused += 1;
+                assert_eq!(r.header("retry-after"), Some("3"));
+                assert_eq!(r.json()["cause"], "ring_full");
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    assert!(refused > 0, "the stalled sink must push back");
+    assert!(accepted.len() <= 2000, "never more than the ring holds");
+    let ready = server.get("/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    assert!(ready.text().contains("high-water"), "{}", ready.text());
+    // 20,000 events were offered; the ring holds at most 400 kB of them.
+    let grown = server.rss_kib().saturating_sub(rss_before);
+    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB while refusing");
+    assert_eq!(
+        server.metric("tidegate_unavailable_total"),
+        refused,
+        "every 503 counted"
+    );
+    assert_eq!(
+        server.metric("tidegate_events_accepted_total"),
+        accepted.len() as u64
+    );
+
+    // Resume: everything accepted is flushed and readiness returns.
+    std::fs::remove_file(&stall).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.metric("tidegate_ring_events") > 0 {
+        assert!(Instant::now() < deadline, "ring never drained");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.get("/ready").status, 200);
+    assert_eq!(
+        server.metric("tidegate_sink_events_total"),
+        accepted.len() as u64
+    );
+    assert_eq!(server.post_json(&event("after", &uuid(21, 0))).status, 202);
+    accepted.insert(uuid(21, 0));
+
+    assert!(server.terminate().success());
+    let (events, _) = server.spool_cat();
+    assert_eq!(event_ids(&events), accepted);
+}
+
+#[test]
+fn sigterm_under_load_loses_no_accepted_event() {
+    let mut server = Server::start(&["--shards", "2"]);
+    let addr = server.addr;
+    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..4u32)
+        .map(|client| {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                let started = Instant::now();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
+                    let ids: Vec<String> = (0..10).map(|k| uuid(30 + client, n * 10 + k)).collect();
+                    n += 1;
+                    let body = format!(
+                        "[{}]",
+                        ids.iter()
+                            .map(|id| event(&format!("c{client}"), id))
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                    // Connections refused or reset once the server stops accepting are fine:
+                    // only a 202 is a promise.
+                    let Some(r) = support::try_request(
+                        addr,
+                        "POST",
+                        "/v1/events",
+                        &[("content-type", "application/json")],
+                        body.as_bytes(),
+                    ) else {
+                        break;
+                    };
+                    if r.status == 202 {
+                        accepted.lock().unwrap().extend(ids);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let status = server.terminate();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(status.success(), "{status:?}");
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(accepted.len() > 100, "load was applied: {}", accepted.len());
+    let (events, _) = server.spool_cat();
+    let stored = event_ids(&events);
+    let lost: Vec<_> = accepted.difference(&stored).take(5).collect();
+    assert!(lost.is_empty(), "accepted but not stored: {lost:?}");
+}
