@@ -1,0 +1,155 @@
+//! Criterion benchmarks of the per-core hot path, in events/s and bytes/s.
+//!
+//! `cargo bench --bench ingest`. Figures from these are compared only within one run
+//! (see bench/README.md): the machines are shared and absolute numbers drift.
+
+use std::io::Write;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use tidegate::event::{BatchParser, BodyFormat, EncodedBatch};
+use tidegate::ingress::body::{decompress, ContentEncoding};
+use tidegate::ring::{Ring, RingCapacity};
+use tidegate::sink::spool::record::append_record;
+
+fn event(i: usize) -> String {
+    format!(
+        r#"{{"user_id":"user-{i:06}","event_type":"screen_view","event_time":"2024-05-01T12:00:{:02}.123Z","event_id":"0190a3c4-5b6e-7f00-8000-{i:012x}","payload":{{"screen":"home","app_version":"4.2.1","os":"android","session":{{"id":"s-{i}","n":{i}}},"flags":[true,false,null]}}}}"#,
+        i % 60
+    )
+}
+
+fn bodies() -> Vec<(&'static str, Vec<u8>, BodyFormat, usize)> {
+    let array: Vec<String> = (0..100).map(event).collect();
+    vec![
+        ("single_event", event(1).into_bytes(), BodyFormat::Json, 1),
+        (
+            "array_100",
+            format!("[{}]", array.join(",")).into_bytes(),
+            BodyFormat::Json,
+            100,
+        ),
+        (
+            "ndjson_100",
+            (array.join("\n") + "\n").into_bytes(),
+            BodyFormat::Ndjson,
+            100,
+        ),
+    ]
+}
+
+fn parse_validate(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse_validate");
+    let mut parser = BatchParser::new(Default::default());
+    let mut out = BytesMut::with_capacity(1 << 20);
+    let mut batch = EncodedBatch::default();
+    for (name, body, format, events) in bodies() {
+        group.throughput(Throughput::Elements(events as u64));
+        let mut scratch = body.clone();
+        group.bench_function(format!("{name}/events"), |b| {
+            b.iter(|| {
+                // The parser works in place, so each iteration starts from a fresh copy,
+                // as each request starts from a freshly read body.
+                scratch.copy_from_slice(&body);
+                out.clear();
+                parser
+                    .parse(&mut scratch, format, 0, &mut out, &mut batch)
+                    .unwrap();
+                black_box(batch.len())
+            })
+        });
+    }
+    // Bytes/s on the 100-event array, and the gzip path (decompress + parse).
+    let (_, body, format, _) = bodies().swap_remove(1);
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    let mut scratch = body.clone();
+    group.bench_function("array_100/bytes", |b| {
+        b.iter(|| {
+            scratch.copy_from_slice(&body);
+            out.clear();
+            parser
+                .parse(&mut scratch, format, 0, &mut out, &mut batch)
+                .unwrap();
+        })
+    });
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&body).unwrap();
+    let gz = enc.finish().unwrap();
+    let mut inflated = Vec::with_capacity(body.len());
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("gzip_array_100/events", |b| {
+        b.iter(|| {
+            inflated.clear();
+            decompress(ContentEncoding::Gzip, &gz, 10 << 20, &mut inflated).unwrap();
+            out.clear();
+            parser
+                .parse(&mut inflated, format, 0, &mut out, &mut batch)
+                .unwrap();
+        })
+    });
+    group.finish();
+}
+
+fn ring_push_pop(c: &mut Criterion) {
+    let mut parser = BatchParser::new(Default::default());
+    let (_, mut body, format, _) = bodies().swap_remove(1);
+    let mut out = BytesMut::new();
+    let mut batch = EncodedBatch::default();
+    parser
+        .parse(&mut body, format, 0, &mut out, &mut batch)
+        .unwrap();
+    let chunk: Bytes = out.freeze();
+    let mut group = c.benchmark_group("ring");
+    group.throughput(Throughput::Elements(100));
+    let mut ring = Ring::new(RingCapacity {
+        events: 100_000,
+        bytes: 64 << 20,
+    });
+    let mut drained = Vec::with_capacity(1000);
+    group.bench_function("push_100_then_drain/events", |b| {
+        b.iter(|| {
+            ring.push_all(&chunk, &batch.ends).unwrap();
+            ring.peek_batch(1000, 1 << 20, &mut drained);
+            ring.consume(drained.len());
+        })
+    });
+    group.finish();
+}
+
+fn spool_framing(c: &mut Criterion) {
+    let mut parser = BatchParser::new(Default::default());
+    let (_, mut body, format, _) = bodies().swap_remove(1);
+    let mut out = BytesMut::new();
+    let mut batch = EncodedBatch::default();
+    parser
+        .parse(&mut body, format, 0, &mut out, &mut batch)
+        .unwrap();
+    let chunk = out.freeze();
+    let mut start = 0;
+    let events: Vec<Bytes> = batch
+        .ends
+        .iter()
+        .map(|&end| {
+            let e = chunk.slice(start..end);
+            start = end;
+            e
+        })
+        .collect();
+    let mut group = c.benchmark_group("spool");
+    group.throughput(Throughput::Bytes(chunk.len() as u64));
+    group.bench_function("frame_100_records/bytes", |b| {
+        b.iter_batched_ref(
+            || Vec::with_capacity(chunk.len() + 12 * 100),
+            |buf| {
+                for e in &events {
+                    append_record(buf, e);
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, parse_validate, ring_push_pop, spool_framing);
+criterion_main!(benches);

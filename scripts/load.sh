@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Load run: tidegate against a same-run baseline, server and load generator pinned apart.
+#
+#   scripts/load.sh [DURATION_SECONDS] [REPEATS]
+#
+# Builds release binaries, then for each wrk scenario (bench/wrk/*.lua) runs the baseline
+# (hyper on one tokio thread answering 202), tidegate with the blackhole sink and tidegate
+# with the spool sink, each on CPU 0 with wrk on CPU 1, REPEATS times each, interleaved so
+# drift in the machine hits all targets alike. Prints medians and the ratio to the
+# baseline, and writes the table to bench/results/load-<date>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${1:-10}
+repeats=${2:-3}
+connections=${CONNECTIONS:-64}
+server_cpu=${SERVER_CPU:-0}
+load_cpu=${LOAD_CPU:-1}
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+command -v taskset >/dev/null || { apt-get update -qq && apt-get install -y -qq util-linux >/dev/null; }
+cargo build --release --quiet --bin tidegate --example baseline-server
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+start() { # start NAME -> prints the address once the server announced it
+  local name=$1 out="$work/$1.out"
+  case $name in
+    baseline) taskset -c "$server_cpu" target/release/examples/baseline-server 127.0.0.1:0 >"$out" 2>&1 & ;;
+    blackhole|spool)
+      rm -rf "$work/data"
+      taskset -c "$server_cpu" target/release/tidegate --listen 127.0.0.1:0 --shards 1 \
+        --sink "$name" --data-dir "$work/data" --log-level warn >"$out" 2>&1 & ;;
+  esac
+  echo $! >"$work/$name.pid"
+  for _ in $(seq 100); do
+    grep -q 'listening on' "$out" 2>/dev/null && break
+    sleep 0.05
+  done
+  grep -o 'http://[0-9.:]*' "$out" | head -1
+}
+
+stop() { kill -TERM "$(cat "$work/$1.pid")" 2>/dev/null || true; wait "$(cat "$work/$1.pid")" 2>/dev/null || true; }
+
+# Converts wrk's latency text (e.g. 1.23ms, 850.00us, 1.02s) to microseconds.
+to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'; }
+
+median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+
+declare -A events_per_request=([single]=1 [batch100]=100 [many_users]=1)
+results="$work/results.tsv"
+for scenario in single batch100 many_users; do
+  for run in $(seq "$repeats"); do
+    for target in baseline blackhole spool; do
+      url=$(start "$target")
+      taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${duration}s" --latency \
+        -s "bench/wrk/$scenario.lua" "$url/v1/events" >"$work/wrk.txt" 2>&1 || true
+      stop "$target"
+      rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.txt")
+      p50=$(to_us "$(awk '$1 == "50%" { print $2 }' "$work/wrk.txt")")
+      p99=$(to_us "$(awk '$1 == "99%" { print $2 }' "$work/wrk.txt")")
+      non2xx=$(awk '/Non-2xx/ { print $NF }' "$work/wrk.txt"); non2xx=${non2xx:-0}
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$target" "$run" "$rps" "$p50" "$p99" "$non2xx" >>"$results"
+    done
+  done
+done
+
+out="bench/results/load-$(date -u +%Y%m%d-%H%M).md"
+{
+  echo "# Load run $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'), kernel $(uname -r)."
+  echo "Server pinned to CPU $server_cpu, wrk (1 thread, $connections connections, ${duration}s) to CPU $load_cpu; median of $repeats interleaved runs."
+  echo "Command: \`scripts/load.sh $duration $repeats\`"
+  echo
+  echo "| scenario | target | requests/s | events/s | p50 µs | p99 µs | non-2xx | ratio to baseline (req/s) |"
+  echo "|---|---|---|---|---|---|---|---|"
+  for scenario in single batch100 many_users; do
+    base=$(awk -F'\t' -v s="$scenario" '$1 == s && $2 == "baseline" { print $4 }' "$results" | median)
+    for target in baseline blackhole spool; do
+      sel() { awk -F'\t' -v s="$scenario" -v t="$target" -v c="$1" '$1 == s && $2 == t { print $c }' "$results" | median; }
+      rps=$(sel 4); p50=$(sel 5); p99=$(sel 6); bad=$(sel 7)
+      eps=$(awk -v r="$rps" -v n="${events_per_request[$scenario]}" 'BEGIN { printf "%.0f", r * n }')
+      ratio=$(awk -v r="$rps" -v b="$base" 'BEGIN { printf "%.2f", r / b }')
+      echo "| $scenario | $target | $rps | $eps | $p50 | $p99 | $bad | $ratio |"
+    done
+  done
+} | tee "$out"
+echo "written to $out"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every tidegate test, installing what the tests need first.
+#
+# This is the README's test command and what .ci/run calls. It must pass on a fresh
+# machine: anything the tests need is installed here, never assumed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: a C compiler and make for the -sys crates (zstd, mimalloc), and procps
+# for `kill`, which the tests use to send SIGTERM.
+missing=()
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+command -v make >/dev/null 2>&1 || missing+=(make)
+command -v kill >/dev/null 2>&1 || missing+=(procps)
+if ((${#missing[@]})); then
+  echo "scripts/test.sh: installing ${missing[*]}" >&2
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Two shards at most in any test: CI machines have two cores.
+export RUST_BACKTRACE=1
+cargo test --locked --all-targets
