@@ -124,20 +124,31 @@ pub struct ShardRing {
     pub ring: RefCell<Ring>,
     pushed: Event,
     closing: Cell<bool>,
+    /// A batch is full at this many events or bytes (the writer's policy).
+    full_batch: (usize, usize),
 }
 
 impl ShardRing {
-    pub fn new(capacity: RingCapacity) -> Self {
+    pub fn new(capacity: RingCapacity, full_batch_events: usize, full_batch_bytes: usize) -> Self {
         ShardRing {
             ring: RefCell::new(Ring::new(capacity)),
             pushed: Event::new(),
             closing: Cell::new(false),
+            full_batch: (full_batch_events, full_batch_bytes),
         }
     }
 
-    /// Wakes the writer after events were pushed.
-    pub fn notify_pushed(&self) {
-        self.pushed.notify(1);
+    /// Wakes the writer after a push, but only when it can act: the ring was empty (the
+    /// writer is idle and a batch's clock starts) or a full batch is now waiting. Otherwise
+    /// it is waiting out its batch deadline and a wake would only make it re-arm the timer.
+    pub fn notify_pushed(&self, was_empty: bool) {
+        let full = self
+            .ring
+            .borrow()
+            .has_full_batch(self.full_batch.0, self.full_batch.1);
+        if was_empty || full {
+            self.pushed.notify(1);
+        }
     }
 
     /// A future that completes at the next push (or close); create it *before* checking the

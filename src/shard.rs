@@ -59,7 +59,12 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
     m.ring_high_water_bytes
         .store(high_water(capacity.bytes), Relaxed);
 
-    let ring = Rc::new(ShardRing::new(capacity));
+    let policy = config.batch_policy();
+    let ring = Rc::new(ShardRing::new(
+        capacity,
+        policy.max_events,
+        policy.max_bytes,
+    ));
     let writer = match config.sink.kind {
         SinkKind::Spool => match SpoolSink::open(config.spool_config(), id).await {
             Ok(sink) => spawn_writer(id, &ring, sink, &config, &metrics, stall_file),

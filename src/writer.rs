@@ -58,6 +58,7 @@ pub async fn run<S: Sink>(
         }
 
         // Filling: give the batch until it is full or its first event has waited long enough.
+        // Pushes wake us only once a full batch is waiting (see `ShardRing::notify_pushed`).
         let deadline = Instant::now() + policy.max_delay;
         loop {
             let full = ring

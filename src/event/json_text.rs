@@ -161,33 +161,66 @@ pub fn write_string<B: BufMut>(out: &mut B, s: &str) {
     out.put_u8(b'"');
     let bytes = s.as_bytes();
     let mut clean_from = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1f => b"",
-            _ => continue,
-        };
+    while let Some(offset) = first_to_escape(&bytes[clean_from..]) {
+        let i = clean_from + offset;
         out.put_slice(&bytes[clean_from..i]);
-        if escape.is_empty() {
-            out.put_slice(&[
+        match bytes[i] {
+            b'"' => out.put_slice(b"\\\""),
+            b'\\' => out.put_slice(b"\\\\"),
+            b'\n' => out.put_slice(b"\\n"),
+            b'\r' => out.put_slice(b"\\r"),
+            b'\t' => out.put_slice(b"\\t"),
+            c => out.put_slice(&[
                 b'\\',
                 b'u',
                 b'0',
                 b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 0xf) as usize],
-            ]);
-        } else {
-            out.put_slice(escape);
+                HEX[(c >> 4) as usize],
+                HEX[(c & 0xf) as usize],
+            ]),
         }
         clean_from = i + 1;
     }
     out.put_slice(&bytes[clean_from..]);
     out.put_u8(b'"');
+}
+
+/// The index of the first byte that JSON requires escaping: `"`, `\\` or below 0x20.
+/// Most strings need none, so eight bytes are tested at a time (SWAR).
+fn first_to_escape(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let x = u64::from_le_bytes(chunk.try_into().unwrap());
+        // A byte below 0x20 (x - 0x20 borrows into its high bit), or equal to '"' or '\\'.
+        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+        let found = below_space
+            | has_zero(x ^ (ONES * u64::from(b'"')))
+            | has_zero(x ^ (ONES * u64::from(b'\\')));
+        if found != 0 {
+            // The lowest flagged byte is exact (borrows only travel upwards), so the scalar
+            // check below starts there.
+            let first = (found.trailing_zeros() / 8) as usize;
+            return chunk[first..]
+                .iter()
+                .position(|&b| needs_escape(b))
+                .map(|p| base + first + p)
+                .or_else(|| first_to_escape(&bytes[base + 8..]).map(|p| base + 8 + p));
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| needs_escape(b))
+        .map(|p| base + p)
+}
+
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 #[cfg(test)]
@@ -217,6 +250,49 @@ mod tests {
             reemit(text, 32).unwrap(),
             r#"{"a":[1,-2,3.5,true,null,"x\"y\\z\u0001"],"b":{"c":{}}}"#
         );
+    }
+
+    #[test]
+    fn escapes_exactly_what_json_requires() {
+        for len in 0..40 {
+            for special in [b'"', b'\\', b'\n', 0x01, 0x1f, b' ', b'~', 0x7f, 0xc3] {
+                for at in 0..len {
+                    let mut raw = vec![b'a'; len];
+                    raw[at] = special;
+                    if special == 0xc3 {
+                        raw[at] = b'x'; // keep the string valid UTF-8
+                    }
+                    let s = std::str::from_utf8(&raw).unwrap();
+                    let mut out = Vec::new();
+                    write_string(&mut out, s);
+                    let expected = serde_json_like_escape(s);
+                    assert_eq!(String::from_utf8(out).unwrap(), expected, "{s:?}");
+                }
+            }
+        }
+        let mut out = Vec::new();
+        write_string(&mut out, "h\u{e9}llo \u{1F600} \"q\" \\ \u{0}");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"h\u{e9}llo \u{1F600} \\\"q\\\" \\\\ \\u0000\""
+        );
+    }
+
+    fn serde_json_like_escape(s: &str) -> String {
+        let mut out = String::from("\"");
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod encoded;
 pub mod json_text;
+pub mod timestamp;
 pub mod validate;
 
 pub use batch::{BatchError, BatchLimits, BatchParser, BodyFormat, EncodedBatch, EventError};

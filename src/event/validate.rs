@@ -6,11 +6,11 @@
 //! borrowed from the request buffer and written once, into the encoded form.
 
 use simd_json::{tape::Node, StaticNode};
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::encoded::{encode_into, EncodeBuf, EventFields};
 use super::json_text::{self, KeyScratch, PayloadError};
+use super::timestamp::parse_rfc3339_millis;
 
 /// Limits on a single event.
 #[derive(Debug, Clone, Copy)]
@@ -191,13 +191,12 @@ fn parse_event_time(node: Node<'_>) -> Result<i64, FieldError> {
     let millis = match node {
         Node::Static(StaticNode::I64(n)) => n,
         Node::Static(StaticNode::U64(n)) => i64::try_from(n).map_err(|_| out_of_range())?,
-        Node::String(s) => {
-            let t = time::OffsetDateTime::parse(s, &Rfc3339).map_err(|e| {
-                FieldError::new(FIELD, format!("is not an RFC 3339 timestamp: {e}"))
-            })?;
-            i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000))
-                .map_err(|_| out_of_range())?
-        }
+        Node::String(s) => parse_rfc3339_millis(s).ok_or_else(|| {
+            FieldError::new(
+                FIELD,
+                "is not an RFC 3339 timestamp (e.g. 2024-05-01T12:00:00.123Z)",
+            )
+        })?,
         _ => {
             return Err(FieldError::new(
                 FIELD,

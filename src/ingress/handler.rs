@@ -322,12 +322,13 @@ fn parse_and_admit(ctx: &IngressContext, body: &mut [u8], format: BodyFormat) ->
     let chunk = encode_buf.split().freeze();
     let events = batch.len();
     let mut ring = ctx.ring.ring.borrow_mut();
+    let was_empty = ring.is_empty();
     match admission::admit(&mut ring, &chunk, &batch.ends, ctx.ring.is_closing()) {
         Ok(()) => {
             metrics.ring_depth(ring.len(), ring.bytes());
             drop(ring);
             metrics.events_accepted.fetch_add(events as u64, Relaxed);
-            ctx.ring.notify_pushed();
+            ctx.ring.notify_pushed(was_empty);
             response::accepted(events)
         }
         Err(cause) => {

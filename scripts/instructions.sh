@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by callgrind: repeatable where timings are not.
+#
+#   scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS]
+#
+# Starts BINARY (default target/release/tidegate) under callgrind with one shard and the
+# blackhole sink (or the baseline server, if BINARY is baseline-server), sends REQUESTS requests of bench/wrk/SCENARIO.lua's body on one
+# keep-alive connection, stops it with SIGTERM, and prints total instructions divided by
+# the number of requests (start-up and shutdown amortised over them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+binary=${1:-target/release/tidegate}
+scenario=${2:-batch100}
+requests=${3:-2000}
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+if [[ $(basename "$binary") == baseline-server ]]; then
+  args=(127.0.0.1:0)   # the same-run baseline: bench/baseline_server.rs
+else
+  args=(--listen 127.0.0.1:0 --shards 1 --sink blackhole --log-level warn --data-dir "$work/data")
+fi
+valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$binary" "${args[@]}" \
+  >"$work/out" 2>"$work/err" &
+pid=$!
+for _ in $(seq 200); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.1; done
+addr=$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1)
+python3 - "$addr" "$scenario" "$requests" <<'PY'
+import http.client, json, sys
+addr, scenario, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+event = lambda i: json.dumps({"user_id": "user-%06d" % i, "event_type": "screen_view",
+    "event_time": "2024-05-01T12:00:%02d.123Z" % (i % 60),
+    "payload": {"screen": "home", "app_version": "4.2.1", "os": "android", "n": i}},
+    separators=(",", ":"))
+body = event(42) if scenario == "single" else "[" + ",".join(event(i) for i in range(1, 101)) + "]"
+host, port = addr.split(":")
+conn = http.client.HTTPConnection(host, int(port))
+for _ in range(n):
+    conn.request("POST", "/v1/events", body, {"content-type": "application/json"})
+    r = conn.getresponse(); r.read()
+    assert r.status == 202, r.status
+PY
+kill -TERM "$pid"; wait "$pid" || true
+total=$(callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+echo "$scenario: $total instructions / $requests requests = $((total / requests)) per request"
