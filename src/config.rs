@@ -84,6 +84,9 @@ pub struct RingConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
+    /// The writer hands the sink at most this many events at once. Large drains matter:
+    /// each spool write has a fixed cost, and 1,000-event batches could not keep up with
+    /// one core's ingest (see the commit that raised this to 10,000).
     pub max_events: usize,
     pub max_bytes: usize,
     /// Longest an event waits for its batch to fill.
@@ -156,7 +159,7 @@ impl Default for RingConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         BatchConfig {
-            max_events: 1_000,
+            max_events: 10_000,
             max_bytes: 1 << 20,
             max_delay_ms: 10,
         }
