@@ -184,3 +184,71 @@ fn sigterm_under_load_loses_no_accepted_event() {
     let lost: Vec<_> = accepted.difference(&stored).take(5).collect();
     assert!(lost.is_empty(), "accepted but not stored: {lost:?}");
 }
+
+#[test]
+fn segments_rotate_by_size_and_read_back_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("small-segments.toml");
+    std::fs::write(
+        &config,
+        "[spool]\nsegment_bytes = 4096\nfsync = \"each-flush\"\n[batch]\nmax_delay_ms = 1\n",
+    )
+    .unwrap();
+    let mut server = Server::start(&["--shards", "1", "--config", config.to_str().unwrap()]);
+    let mut accepted = BTreeSet::new();
+    for i in 0..60u64 {
+        let ids: Vec<String> = (0..5).map(|k| uuid(60, i * 5 + k)).collect();
+        let body = format!(
+            "[{}]",
+            ids.iter()
+                .map(|id| event("rotating", id))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(server.post_json(&body).status, 202);
+        accepted.extend(ids);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(server.terminate().success());
+    let shard_dir = server.data_dir.join("shard-0");
+    let mut segments: Vec<_> = std::fs::read_dir(&shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    segments.sort();
+    assert!(
+        segments.len() > 3,
+        "rotated into {} segments",
+        segments.len()
+    );
+    for segment in &segments[..segments.len() - 1] {
+        let len = std::fs::metadata(segment).unwrap().len();
+        // A batch never splits across segments, so one may overshoot by at most a batch.
+        assert!(
+            len <= 4096 + 5 * 400,
+            "{} is {len} bytes",
+            segment.display()
+        );
+    }
+    let (events, _) = server.spool_cat();
+    assert_eq!(event_ids(&events), accepted);
+    // Order is preserved across segments: ids were sent in increasing order.
+    let order: Vec<String> = events
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+
+    // A restart appends new segments after the existing ones.
+    let before = segments.len();
+    let mut again = Server::start_in(&server.data_dir, &["--shards", "1"]);
+    assert_eq!(again.post_json(&event("later", &uuid(61, 0))).status, 202);
+    assert!(again.terminate().success());
+    let after = std::fs::read_dir(&shard_dir).unwrap().count();
+    assert_eq!(after, before + 1);
+    let (events, _) = support::spool_cat(&server.data_dir);
+    assert_eq!(events.len(), accepted.len() + 1);
+    assert_eq!(events.last().unwrap()["event_id"], uuid(61, 0).as_str());
+}

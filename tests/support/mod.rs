@@ -23,6 +23,15 @@ impl Server {
     pub fn start(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
+        Server::launch(dir, data_dir, args)
+    }
+
+    /// Starts tidegate on an existing data directory (a restart).
+    pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
+        Server::launch(tempfile::tempdir().unwrap(), data_dir.to_owned(), args)
+    }
+
+    fn launch(dir: tempfile::TempDir, data_dir: PathBuf, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
