@@ -94,6 +94,13 @@ pub fn encode_into<B: EncodeBuf>(
     out.len() - start
 }
 
+/// The raw `user_id` bytes of an encoded event without decoding the rest: the partition
+/// key, which routing needs for every event. `None` if the bytes are not an event.
+pub fn user_id_bytes(event: &[u8]) -> Option<&[u8]> {
+    let len = u16::from_le_bytes([*event.get(33)?, *event.get(34)?]) as usize;
+    event.get(HEADER_LEN..HEADER_LEN + len)
+}
+
 /// A borrowed view of an encoded event; decoding checks lengths and UTF-8, copies nothing.
 #[derive(Debug, Clone, Copy)]
 pub struct EventView<'a> {

@@ -6,6 +6,7 @@
 
 pub mod blackhole;
 pub mod gate;
+pub mod scylla;
 pub mod spool;
 
 use bytes::Bytes;
