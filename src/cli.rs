@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Override};
+use crate::sink::gate::GateFiles;
 use crate::sink::spool::reader;
 
 #[derive(Debug, Parser)]
@@ -57,6 +58,9 @@ pub struct Options {
     /// Test-only: the sink stalls while this file exists.
     #[arg(long, hide = true, value_name = "FILE")]
     pub test_stall_file: Option<PathBuf>,
+    /// Test-only: sink writes fail while this file exists.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub test_fail_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,7 +132,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             init_logging(&config);
-            crate::server::run(config, cli.options.test_stall_file).context("server failed")
+            let gate = GateFiles {
+                stall: cli.options.test_stall_file,
+                fail: cli.options.test_fail_file,
+            };
+            crate::server::run(config, gate).context("server failed")
         }
         Command::Spool {
             command: SpoolCommand::Cat { dir },

@@ -1,6 +1,5 @@
 //! The process: sockets, one pinned thread per shard, signals, and orderly exit.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
@@ -11,6 +10,7 @@ use crate::ingress::listener;
 use crate::observe::metrics::Metrics;
 use crate::shard::{self, ShardSetup};
 use crate::shutdown::Shutdown;
+use crate::sink::gate::GateFiles;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -28,7 +28,7 @@ pub enum ServerError {
 }
 
 /// Runs the server until SIGTERM or SIGINT has been handled and every ring drained.
-pub fn run(config: Config, stall_file: Option<PathBuf>) -> Result<(), ServerError> {
+pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let shards = config.shard_count();
     let addr = config.listen_addr().expect("validated");
@@ -58,7 +58,7 @@ pub fn run(config: Config, stall_file: Option<PathBuf>) -> Result<(), ServerErro
             socket,
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
-            stall_file: stall_file.clone(),
+            gate_files: gate_files.clone(),
             started: started_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)

@@ -5,7 +5,6 @@
 //! ring into the shard's sink. Nothing here is shared with other shards except the
 //! metrics (written per shard) and the shutdown request.
 
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -20,7 +19,7 @@ use crate::observe::metrics::Metrics;
 use crate::ring::ShardRing;
 use crate::shutdown::Shutdown;
 use crate::sink::blackhole::Blackhole;
-use crate::sink::gate::Gate;
+use crate::sink::gate::{Gate, GateFiles};
 use crate::sink::spool::SpoolSink;
 use crate::sink::{Sink, SinkError, SinkKind};
 use crate::writer;
@@ -32,8 +31,8 @@ pub struct ShardSetup {
     pub socket: Socket,
     pub metrics: Arc<Metrics>,
     pub shutdown: Arc<Shutdown>,
-    /// Test-only: stall the sink while this file exists.
-    pub stall_file: Option<PathBuf>,
+    /// Test-only: stall or fail the sink while these files exist.
+    pub gate_files: GateFiles,
     /// Told once the shard is serving, or why it could not start.
     pub started: std::sync::mpsc::Sender<Result<usize, String>>,
 }
@@ -46,7 +45,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         socket,
         metrics,
         shutdown,
-        stall_file,
+        gate_files,
         started,
     } = setup;
     let capacity = config.ring_capacity();
@@ -68,13 +67,13 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
     ));
     let writer = match config.sink.kind {
         SinkKind::Spool => match SpoolSink::open(config.spool_config(), id).await {
-            Ok(sink) => spawn_writer(id, &ring, sink, &config, &metrics, stall_file),
+            Ok(sink) => spawn_writer(id, &ring, sink, &config, &metrics, gate_files),
             Err(err) => {
                 let _ = started.send(Err(format!("shard {id}: {err}")));
                 return Err(err);
             }
         },
-        SinkKind::Blackhole => spawn_writer(id, &ring, Blackhole, &config, &metrics, stall_file),
+        SinkKind::Blackhole => spawn_writer(id, &ring, Blackhole, &config, &metrics, gate_files),
     };
 
     let listener = listener::adopt(socket);
@@ -109,7 +108,7 @@ fn spawn_writer<S: Sink + 'static>(
     sink: S,
     config: &Config,
     metrics: &Arc<Metrics>,
-    stall_file: Option<PathBuf>,
+    gate_files: GateFiles,
 ) -> glommio::Task<Result<(), SinkError>> {
     let (ring, policy, metrics) = (ring.clone(), config.batch_policy(), metrics.clone());
     let queue = glommio::executor().create_task_queue(
@@ -117,12 +116,13 @@ fn spawn_writer<S: Sink + 'static>(
         Latency::Matters(WRITER_LATENCY),
         "writer",
     );
-    let spawned = match stall_file {
-        Some(path) => glommio::spawn_local_into(
-            writer::run(id, ring, Gate::new(sink, path), policy, metrics),
+    let spawned = if gate_files.is_empty() {
+        glommio::spawn_local_into(writer::run(id, ring, sink, policy, metrics), queue)
+    } else {
+        glommio::spawn_local_into(
+            writer::run(id, ring, Gate::new(sink, gate_files), policy, metrics),
             queue,
-        ),
-        None => glommio::spawn_local_into(writer::run(id, ring, sink, policy, metrics), queue),
+        )
     };
     spawned.expect("the writer's task queue was just created on this executor")
 }

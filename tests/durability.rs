@@ -252,3 +252,43 @@ fn segments_rotate_by_size_and_read_back_in_order() {
     assert_eq!(events.len(), accepted.len() + 1);
     assert_eq!(events.last().unwrap()["event_id"], uuid(61, 0).as_str());
 }
+
+#[test]
+fn a_failing_sink_is_retried_reported_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = dir.path().join("fail");
+    std::fs::write(&fail, "").unwrap();
+    let mut server = Server::start(&["--shards", "1", "--test-fail-file", fail.to_str().unwrap()]);
+    let mut accepted = BTreeSet::new();
+    for i in 0..20u64 {
+        assert_eq!(server.post_json(&event("u", &uuid(70, i))).status, 202);
+        accepted.insert(uuid(70, i));
+    }
+    // The writer keeps retrying; /ready says why it is not ready.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("tidegate_sink_errors_total") < 2 {
+        assert!(Instant::now() < deadline, "no retries observed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready = server.get("/ready");
+    assert_eq!(ready.status, 503);
+    assert!(
+        ready.text().contains("sink writes failing"),
+        "{}",
+        ready.text()
+    );
+    assert_eq!(server.metric("tidegate_sink_healthy"), 0);
+    assert_eq!(server.metric("tidegate_ring_events"), 20, "nothing dropped");
+
+    std::fs::remove_file(&fail).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.metric("tidegate_ring_events") > 0 {
+        assert!(Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(server.get("/ready").status, 200);
+    assert_eq!(server.metric("tidegate_sink_healthy"), 1);
+    assert!(server.terminate().success());
+    let (events, _) = server.spool_cat();
+    assert_eq!(event_ids(&events), accepted);
+}

@@ -253,3 +253,51 @@ fn cli_config_print_and_invalid_values() {
         assert!(help.contains(flag), "{flag} undocumented");
     }
 }
+
+#[test]
+fn sigint_drains_like_sigterm() {
+    let mut server = Server::start(&["--shards", "2"]);
+    for i in 0..10u64 {
+        assert_eq!(server.post_json(&event("u", &uuid(80, i))).status, 202);
+    }
+    assert!(server.stop_with("INT").success());
+    assert_eq!(server.spool_cat().0.len(), 10);
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.contains("listening on"), "{line}");
+    support::signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let logs = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.len() >= 2, "{logs}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+}

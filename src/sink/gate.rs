@@ -1,9 +1,10 @@
-//! A test-only wrapper that stalls a sink while a gate file exists.
+//! A test-only wrapper that stalls or fails a sink on command.
 //!
-//! Backpressure tests need a sink that stops taking writes and later resumes, driven from
-//! another process (the test). A file is the simplest signal both sides can see: while it
-//! exists, `write_batch` waits; once it is removed, the wrapped sink is written as usual.
-//! Enabled only by the hidden `--test-stall-file` option; never used in production.
+//! Backpressure and failure tests need a sink that stops taking writes, or refuses them,
+//! and later recovers, driven from another process (the test). Files are the simplest
+//! signal both sides can see: while the stall file exists, `write_batch` waits; while the
+//! fail file exists, it returns an error. Enabled only by the hidden `--test-stall-file`
+//! and `--test-fail-file` options; never used in production.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,21 +13,39 @@ use bytes::Bytes;
 
 use super::{Sink, SinkError};
 
+/// The files that control a gate.
+#[derive(Debug, Clone, Default)]
+pub struct GateFiles {
+    pub stall: Option<PathBuf>,
+    pub fail: Option<PathBuf>,
+}
+
+impl GateFiles {
+    pub fn is_empty(&self) -> bool {
+        self.stall.is_none() && self.fail.is_none()
+    }
+}
+
 pub struct Gate<S> {
     inner: S,
-    stall_file: PathBuf,
+    files: GateFiles,
 }
 
 impl<S> Gate<S> {
-    pub fn new(inner: S, stall_file: PathBuf) -> Self {
-        Gate { inner, stall_file }
+    pub fn new(inner: S, files: GateFiles) -> Self {
+        Gate { inner, files }
     }
 }
 
 impl<S: Sink> Sink for Gate<S> {
     async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
-        while self.stall_file.exists() {
-            glommio::timer::sleep(Duration::from_millis(20)).await;
+        if let Some(stall) = &self.files.stall {
+            while stall.exists() {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        if self.files.fail.as_ref().is_some_and(|f| f.exists()) {
+            return Err(SinkError::InjectedFault);
         }
         self.inner.write_batch(batch).await
     }

@@ -14,6 +14,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum SinkError {
+    #[error("injected test fault (--test-fail-file exists)")]
+    InjectedFault,
     #[error("spool I/O on {path}: {source}")]
     Io {
         path: std::path::PathBuf,

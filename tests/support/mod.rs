@@ -82,8 +82,13 @@ impl Server {
 
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends the named signal (TERM, INT) and waits for the process to exit.
+    pub fn stop_with(&mut self, signal_name: &str) -> ExitStatus {
         let mut child = self.child.take().expect("running");
-        signal(child.id(), "TERM");
+        signal(child.id(), signal_name);
         wait_timeout(&mut child, Duration::from_secs(60)).expect("tidegate exits after SIGTERM")
     }
 
