@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Open-loop latency at fractions of each target's own saturation rate.
+#
+#   scripts/openloop.sh [SCENARIO] [SECONDS] [FRACTIONS...]     e.g. scripts/openloop.sh single 10 0.5 0.8
+#
+# For the baseline (hyper on one tokio thread answering 202), tidegate/blackhole and
+# tidegate/spool, each pinned to CPU 0 with the load on CPU 1: measures saturation with wrk
+# (closed loop, 64 connections), then offers FRACTION x saturation at a fixed rate with
+# bench/openloop.rs and reports p50/p99/p99.9 measured from intended send times. Writes the
+# table to bench/results/openloop-<date>.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scenario=${1:-single}
+seconds=${2:-10}
+shift $(( $# >= 2 ? 2 : $# ))
+fractions=("$@"); ((${#fractions[@]})) || fractions=(0.5 0.8)
+connections=${CONNECTIONS:-64}
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --quiet --bin tidegate --example baseline-server --example openloop
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+start() {
+  case $1 in
+    baseline) taskset -c 0 target/release/examples/baseline-server 127.0.0.1:0 >"$work/out" 2>&1 & ;;
+    *) rm -rf "$work/data"
+       taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --sink "$1" \
+         --data-dir "$work/data" --log-level warn >"$work/out" 2>&1 & ;;
+  esac
+  pid=$!
+  for _ in $(seq 100); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.05; done
+  addr=$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1)
+}
+stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
+
+out="bench/results/openloop-$scenario-$(date -u +%Y%m%d-%H%M).md"
+{
+  echo "# Open-loop latency, scenario $scenario, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). Server on CPU 0, load on CPU 1."
+  echo "Saturation: wrk, 1 thread, 64 connections, 5 s. Open loop: $connections connections, ${seconds} s at a fixed rate, latency from the intended send time."
+  echo "Command: \`scripts/openloop.sh $scenario $seconds ${fractions[*]}\`"
+  echo
+  echo "Rows marked *generator-limited* achieved under 98% of the offered rate: there the load"
+  echo "generator (one thread per connection on one core) fell behind and the latencies measure it,"
+  echo "not the server. Latencies include the generator's own scheduling delay; compare targets"
+  echo "within one run only."
+  echo
+  echo "| target | saturation req/s | offered req/s | achieved req/s | non-2xx | p50 µs | p99 µs | p99.9 µs | max µs | note |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for target in baseline blackhole spool; do
+    start "$target"
+    sat=$(taskset -c 1 wrk -t1 -c64 -d5s -s "bench/wrk/$scenario.lua" "http://$addr/v1/events" | awk '/Requests\/sec/ { printf "%.0f", $2 }')
+    for f in "${fractions[@]}"; do
+      rate=$(awk -v s="$sat" -v f="$f" 'BEGIN { printf "%.0f", s * f }')
+      line=$(taskset -c 1 target/release/examples/openloop "$addr" "$rate" "$seconds" "$connections" "$scenario")
+      get() { echo "$line" | tr ' ' '\n' | awk -F= -v k="$1" '$1 == k { print $2 }'; }
+      note=$(awk -v a="$(get achieved_rate)" -v r="$rate" 'BEGIN { if (a < 0.98 * r) print "generator-limited" }')
+      echo "| $target | $sat | $rate ($f) | $(get achieved_rate) | $(get non_2xx) | $(get p50_us) | $(get p99_us) | $(get p999_us) | $(get max_us) | $note |"
+    done
+    stop
+  done
+} | tee "$out"
+echo "written to $out"
