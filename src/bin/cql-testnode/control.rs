@@ -1,0 +1,136 @@
+//! The control port: tests read what the test node holds and inject faults, one line each.
+//!
+//! Commands (answers end with a line `END`):
+//! - `rows`: every stored row as one JSON object per line.
+//! - `writes`: every write request: receiving node and shard, and each row's token with the
+//!   node and shard that own it.
+//! - `summary`: `{"rows": N, "writes": N, "misrouted_writes": N}`; a write is misrouted if
+//!   any of its rows is owned by another node or shard than the one that received it.
+//! - `forget-writes`: clear the recorded writes (rows stay), e.g. after a warm-up.
+//! - `fault NODE latency MS`, `fault NODE overloaded on|off`, `fault NODE timeout on|off`,
+//!   `fault NODE stall on|off`, `clear`: inject or clear faults (NODE counts from 0).
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+use crate::result::ColumnType;
+use crate::Shared;
+
+pub async fn serve(listener: TcpListener, state: Shared) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let state = state.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut reply = command(&state, line.trim());
+                reply.push_str("END\n");
+                if write.write_all(reply.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::new();
+    tidegate::event::encoded::write_json_string(&mut out, s);
+    out
+}
+
+fn cell(ty: &ColumnType, value: Option<&[u8]>) -> String {
+    let Some(v) = value else {
+        return "null".into();
+    };
+    match ty {
+        ColumnType::Text => json_string(&String::from_utf8_lossy(v)),
+        ColumnType::Uuid if v.len() == 16 => {
+            format!("\"{}\"", uuid::Uuid::from_slice(v).unwrap())
+        }
+        ColumnType::Timestamp if v.len() == 8 => {
+            i64::from_be_bytes(v.try_into().unwrap()).to_string()
+        }
+        ColumnType::Int if v.len() == 4 => i32::from_be_bytes(v.try_into().unwrap()).to_string(),
+        _ => json_string(&format!("{v:02x?}")),
+    }
+}
+
+fn command(state: &Shared, line: &str) -> String {
+    let mut s = state.lock().unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let mut out = String::new();
+    match words.as_slice() {
+        ["rows"] => {
+            for row in &s.rows {
+                out.push_str(&format!(
+                    "{{\"keyspace\":{},\"table\":{}",
+                    json_string(&row.keyspace),
+                    json_string(&row.table)
+                ));
+                for (name, ty, value) in &row.values {
+                    out.push_str(&format!(
+                        ",{}:{}",
+                        json_string(name),
+                        cell(ty, value.as_deref())
+                    ));
+                }
+                out.push_str("}\n");
+            }
+        }
+        ["writes"] => {
+            for w in &s.writes {
+                let rows: Vec<String> = w
+                    .rows
+                    .iter()
+                    .map(|(t, n, sh)| format!("{{\"token\":{t},\"node\":{n},\"shard\":{sh}}}"))
+                    .collect();
+                out.push_str(&format!(
+                    "{{\"node\":{},\"shard\":{},\"kind\":\"{}\",\"rows\":[{}]}}\n",
+                    w.node,
+                    w.shard,
+                    w.kind,
+                    rows.join(",")
+                ));
+            }
+        }
+        ["summary"] => {
+            let misrouted = s
+                .writes
+                .iter()
+                .filter(|w| {
+                    w.rows
+                        .iter()
+                        .any(|&(_, n, sh)| (n, sh) != (w.node, w.shard))
+                })
+                .count();
+            out.push_str(&format!(
+                "{{\"rows\":{},\"writes\":{},\"misrouted_writes\":{misrouted}}}\n",
+                s.rows.len(),
+                s.writes.len()
+            ));
+        }
+        ["forget-writes"] => s.writes.clear(),
+        ["clear"] => {
+            for f in s.faults.iter_mut() {
+                *f = Default::default();
+            }
+        }
+        ["fault", node, what, value] => {
+            let Some(f) = node.parse::<usize>().ok().and_then(|n| s.faults.get_mut(n)) else {
+                return format!("error: no node {node}\n");
+            };
+            let on = *value == "on";
+            match *what {
+                "latency" => f.latency_ms = value.parse().unwrap_or(0),
+                "overloaded" => f.overloaded = on,
+                "timeout" => f.timeout = on,
+                "stall" => f.stalled = on,
+                other => return format!("error: unknown fault {other}\n"),
+            }
+        }
+        _ => out.push_str(&format!("error: unknown command {line:?}\n")),
+    }
+    out
+}
