@@ -72,6 +72,11 @@ pub enum Command {
         #[command(subcommand)]
         command: SpoolCommand,
     },
+    /// The ScyllaDB keyspace and table.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -86,6 +91,14 @@ pub enum SpoolCommand {
         /// A data directory, one shard's directory, or one segment file.
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaCommand {
+    /// Print the CQL that creates the keyspace and table.
+    Print,
+    /// Create the keyspace and table in the configured cluster (idempotent).
+    Apply,
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +154,17 @@ pub fn main() -> ExitCode {
         Command::Spool {
             command: SpoolCommand::Cat { dir },
         } => spool_cat(&dir),
+        Command::Schema {
+            command: SchemaCommand::Print,
+        } => {
+            for statement in config.schema.statements() {
+                println!("{statement};");
+            }
+            Ok(())
+        }
+        Command::Schema {
+            command: SchemaCommand::Apply,
+        } => schema_apply(&config),
         Command::Config {
             command: ConfigCommand::Print,
         } => {
@@ -170,6 +194,24 @@ fn init_logging(config: &Config) {
     } else {
         builder.init();
     }
+}
+
+fn schema_apply(config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime for the driver")?;
+    runtime.block_on(async {
+        let session = crate::sink::scylla::session::connect(&config.scylla).await?;
+        for statement in config.schema.statements() {
+            session
+                .query_unpaged(statement.as_str(), &[])
+                .await
+                .with_context(|| format!("applying: {statement}"))?;
+            println!("applied: {statement}");
+        }
+        Ok(())
+    })
 }
 
 fn spool_cat(dir: &Path) -> anyhow::Result<()> {

@@ -17,6 +17,7 @@ use toml::{Table, Value};
 use crate::event::{BatchLimits, EventLimits};
 use crate::ingress::{ConnectionPolicy, HttpLimits, Timeouts};
 use crate::ring::RingCapacity;
+use crate::sink::scylla::schema::SchemaConfig;
 use crate::sink::spool::{FsyncPolicy, SpoolConfig};
 use crate::sink::SinkKind;
 use crate::writer::BatchPolicy;
@@ -30,7 +31,38 @@ pub struct Config {
     pub batch: BatchConfig,
     pub sink: SinkConfig,
     pub spool: SpoolSection,
+    pub scylla: ScyllaConfig,
+    pub schema: SchemaConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`; the rest of the cluster is discovered from them.
+    /// From the environment: comma-separated.
+    pub contact_points: Vec<String>,
+    /// Datacenter whose replicas receive writes.
+    pub local_datacenter: String,
+    /// ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM or ALL.
+    pub consistency: String,
+    /// Empty for no authentication.
+    pub username: String,
+    pub password: String,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        ScyllaConfig {
+            contact_points: vec!["127.0.0.1:9042".into()],
+            local_datacenter: "datacenter1".into(),
+            consistency: "LOCAL_QUORUM".into(),
+            username: String::new(),
+            password: String::new(),
+            request_timeout_ms: 5_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -323,6 +355,24 @@ impl Config {
         }
         positive("spool.segment_bytes", self.spool.segment_bytes)?;
         self.fsync_policy()?;
+        if self.scylla.contact_points.is_empty() {
+            return Err(invalid(
+                "scylla.contact_points",
+                "must name at least one node",
+            ));
+        }
+        if !matches!(
+            self.scylla.consistency.as_str(),
+            "ONE" | "LOCAL_ONE" | "QUORUM" | "LOCAL_QUORUM" | "ALL"
+        ) {
+            return Err(invalid(
+                "scylla.consistency",
+                "must be ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM or ALL",
+            ));
+        }
+        self.schema
+            .validate()
+            .map_err(|message| invalid("schema", message))?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be text or json"));
         }
@@ -455,6 +505,12 @@ fn set_key(table: &mut Table, key: &str, text: &str) -> Result<(), String> {
             text.trim()
                 .parse()
                 .map_err(|_| format!("{text:?} is not an integer"))?,
+        ),
+        Value::Array(_) => Value::Array(
+            text.split(',')
+                .map(|item| Value::String(item.trim().to_owned()))
+                .filter(|item| item.as_str() != Some(""))
+                .collect(),
         ),
         Value::Boolean(_) => Value::Boolean(
             text.trim()

@@ -183,3 +183,41 @@ async fn token_aware_writes_land_on_the_owning_shard() {
     assert_eq!(rows[0]["table"], "events");
     assert!(rows.iter().any(|r| r["user_id"] == "user-7"));
 }
+
+#[tokio::test]
+async fn tidegate_schema_apply_is_idempotent() {
+    let node = TestNode::start(3, 2);
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .args(["schema", "apply"])
+            .env(
+                "TIDEGATE_SCYLLA_CONTACT_POINTS",
+                format!("127.0.0.1:{}", node.port),
+            )
+            .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("applied: CREATE TABLE"));
+    }
+    let session = connect(&node).await;
+    session.refresh_metadata().await.unwrap();
+    let state = session.get_cluster_state();
+    let keyspace = state.get_keyspace("tidegate").expect("keyspace created");
+    let table = keyspace.tables.get("events").expect("table created");
+    assert_eq!(table.partition_key, vec!["user_id".to_owned()]);
+    assert_eq!(
+        table.clustering_key,
+        vec!["event_time".to_owned(), "event_id".to_owned()]
+    );
+
+    let printed = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["schema", "print"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&printed.stdout).contains("tablets = {'enabled': false}"));
+}

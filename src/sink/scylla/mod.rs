@@ -7,6 +7,8 @@
 //! concurrency and the CQL test node are still to come.
 
 pub mod grouping;
+pub mod schema;
+pub mod session;
 pub mod sharding;
 pub mod token;
 pub mod topology;
