@@ -11,6 +11,8 @@ use crate::observe::metrics::Metrics;
 use crate::shard::{self, ShardSetup};
 use crate::shutdown::Shutdown;
 use crate::sink::gate::GateFiles;
+use crate::sink::scylla::dispatch::Dispatcher;
+use crate::sink::SinkKind;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -23,6 +25,8 @@ pub enum ServerError {
     Start { shard: usize, message: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("cannot start the ScyllaDB sink: {0}")]
+    Scylla(#[from] crate::sink::scylla::dispatch::DispatchError),
     #[error("shard {shard} failed: {message}")]
     Shard { shard: usize, message: String },
 }
@@ -34,6 +38,12 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
     let addr = config.listen_addr().expect("validated");
     let (sockets, bound) = listener::bind_reuseport(addr, shards, config.server.backlog)
         .map_err(|source| ServerError::Listen { addr, source })?;
+    // The driver connects before any shard serves: a sink that cannot reach its cluster
+    // at start-up fails the start, with the reason, instead of answering 503 forever.
+    let dispatcher = match config.sink.kind {
+        SinkKind::Scylla => Some(Dispatcher::start(&config)?),
+        _ => None,
+    };
     let metrics = Arc::new(Metrics::new(shards));
     let shutdown = Arc::new(Shutdown::default());
     watch_signals(shutdown.clone())?;
@@ -59,6 +69,7 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             gate_files: gate_files.clone(),
+            dispatcher: dispatcher.clone(),
             started: started_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)

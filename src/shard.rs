@@ -20,7 +20,9 @@ use crate::ring::ShardRing;
 use crate::shutdown::Shutdown;
 use crate::sink::blackhole::Blackhole;
 use crate::sink::gate::{Gate, GateFiles};
-use crate::sink::spool::SpoolSink;
+use crate::sink::scylla::dispatch::Dispatcher;
+use crate::sink::scylla::sink::ScyllaSink;
+use crate::sink::spool::{SpoolConfig, SpoolSink};
 use crate::sink::{Sink, SinkError, SinkKind};
 use crate::writer;
 
@@ -33,6 +35,8 @@ pub struct ShardSetup {
     pub shutdown: Arc<Shutdown>,
     /// Test-only: stall or fail the sink while these files exist.
     pub gate_files: GateFiles,
+    /// The driver's handle, when the sink is ScyllaDB.
+    pub dispatcher: Option<Dispatcher>,
     /// Told once the shard is serving, or why it could not start.
     pub started: std::sync::mpsc::Sender<Result<usize, String>>,
 }
@@ -46,6 +50,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         metrics,
         shutdown,
         gate_files,
+        dispatcher,
         started,
     } = setup;
     let capacity = config.ring_capacity();
@@ -74,6 +79,20 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
             }
         },
         SinkKind::Blackhole => spawn_writer(id, &ring, Blackhole, &config, &metrics, gate_files),
+        SinkKind::Scylla => {
+            let dispatcher = dispatcher.expect("the server starts the driver for the scylla sink");
+            let dead_letter = SpoolConfig {
+                dir: ScyllaSink::dead_letter_dir(&config.spool.data_dir),
+                ..config.spool_config()
+            };
+            match ScyllaSink::open(id, dispatcher, dead_letter).await {
+                Ok(sink) => spawn_writer(id, &ring, sink, &config, &metrics, gate_files),
+                Err(err) => {
+                    let _ = started.send(Err(format!("shard {id}: {err}")));
+                    return Err(err);
+                }
+            }
+        }
     };
 
     let listener = listener::adopt(socket);

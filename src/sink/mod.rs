@@ -14,6 +14,8 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum SinkError {
+    #[error("ScyllaDB: {0}")]
+    Scylla(String),
     #[error("injected test fault (--test-fail-file exists)")]
     InjectedFault,
     #[error("spool I/O on {path}: {source}")]
@@ -51,6 +53,8 @@ pub enum SinkKind {
     Spool,
     /// Discards everything; for benchmarks of the ingest path alone.
     Blackhole,
+    /// ScyllaDB, in token- and shard-aware batches.
+    Scylla,
 }
 
 impl std::str::FromStr for SinkKind {
@@ -60,8 +64,9 @@ impl std::str::FromStr for SinkKind {
         match s {
             "spool" => Ok(SinkKind::Spool),
             "blackhole" => Ok(SinkKind::Blackhole),
+            "scylla" => Ok(SinkKind::Scylla),
             other => Err(format!(
-                "unknown sink {other:?} (expected spool or blackhole)"
+                "unknown sink {other:?} (expected spool, blackhole or scylla)"
             )),
         }
     }
@@ -72,6 +77,7 @@ impl std::fmt::Display for SinkKind {
         f.write_str(match self {
             SinkKind::Spool => "spool",
             SinkKind::Blackhole => "blackhole",
+            SinkKind::Scylla => "scylla",
         })
     }
 }

@@ -23,20 +23,33 @@ impl Server {
     pub fn start(args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
-        Server::launch(dir, data_dir, args)
+        Server::launch(dir, data_dir, args, &[])
+    }
+
+    /// Like [`Server::start`], with extra environment variables for the server.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        Server::launch(dir, data_dir, args, env)
     }
 
     /// Starts tidegate on an existing data directory (a restart).
     pub fn start_in(data_dir: &Path, args: &[&str]) -> Server {
-        Server::launch(tempfile::tempdir().unwrap(), data_dir.to_owned(), args)
+        Server::launch(tempfile::tempdir().unwrap(), data_dir.to_owned(), args, &[])
     }
 
-    fn launch(dir: tempfile::TempDir, data_dir: PathBuf, args: &[&str]) -> Server {
+    fn launch(
+        dir: tempfile::TempDir,
+        data_dir: PathBuf,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use super::token::murmur3_token;
-use super::topology::{NodeIndex, Topology};
+use super::topology::NodeIndex;
 use crate::event::encoded::user_id_bytes;
 
 /// Bounds of one CQL batch.
@@ -51,11 +51,12 @@ pub struct Grouper {
 }
 
 impl Grouper {
-    /// Routes `events` and cuts them into shard batches, appended to `out`.
+    /// Routes `events` with `locate` (token → owning node and shard) and cuts them into
+    /// shard batches, appended to `out`.
     pub fn group(
         &mut self,
         events: &[Bytes],
-        topology: &Topology,
+        mut locate: impl FnMut(i64) -> (NodeIndex, u16),
         limits: CqlBatchLimits,
         out: &mut Vec<ShardBatch>,
         unroutable: &mut Vec<Unroutable>,
@@ -65,7 +66,7 @@ impl Grouper {
             match user_id_bytes(event) {
                 Some(key) => {
                     let token = murmur3_token(key);
-                    let (node, shard) = topology.target(token);
+                    let (node, shard) = locate(token);
                     self.keys.push((node, shard, token, i as u32));
                 }
                 None => unroutable.push(Unroutable(event.clone())),
@@ -126,7 +127,7 @@ mod tests {
     use super::*;
     use crate::event::encoded::{encode_into, EventFields, EventView};
     use crate::sink::scylla::sharding::Sharding;
-    use crate::sink::scylla::topology::Node;
+    use crate::sink::scylla::topology::{Node, Topology};
 
     fn event(user: &str, n: u128) -> Bytes {
         let mut out = Vec::new();
@@ -173,7 +174,7 @@ mod tests {
         let mut unroutable = Vec::new();
         Grouper::default().group(
             &events,
-            &topology,
+            |t| topology.target(t),
             CqlBatchLimits::default(),
             &mut batches,
             &mut unroutable,
@@ -205,7 +206,7 @@ mod tests {
         let mut batches = Vec::new();
         Grouper::default().group(
             &events,
-            &topology,
+            |t| topology.target(t),
             CqlBatchLimits {
                 max_rows: 40,
                 max_bytes: 1 << 20,
@@ -234,9 +235,10 @@ mod tests {
     fn garbage_is_set_aside_not_dropped() {
         let mut unroutable = Vec::new();
         let mut batches = Vec::new();
+        let topology = cluster();
         Grouper::default().group(
             &[Bytes::from_static(b"x"), event("u", 1)],
-            &cluster(),
+            |t| topology.target(t),
             CqlBatchLimits::default(),
             &mut batches,
             &mut unroutable,

@@ -1,14 +1,16 @@
-//! The ScyllaDB sink's routing core (work in progress; not yet selectable as a sink).
+//! The ScyllaDB sink (`--sink scylla`).
 //!
 //! Routing is kept apart from transport, as in the scylla driver: `token` computes a
 //! row's Murmur3 token, `sharding` maps a token to a shard of a node, `topology` maps it
 //! to the owning node, and `grouping` cuts a drained batch into CQL batches that each
-//! belong to exactly one shard of one node. The CQL transport, schema management, adaptive
-//! concurrency and the CQL test node are still to come.
+//! belong to exactly one shard of one node. `sink` is the shard side of the sink, `dispatch`
+//! the driver's side on tokio, `session` connects, and `schema` holds the CQL.
 
+pub mod dispatch;
 pub mod grouping;
 pub mod schema;
 pub mod session;
 pub mod sharding;
+pub mod sink;
 pub mod token;
 pub mod topology;

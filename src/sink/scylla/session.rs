@@ -14,7 +14,8 @@ pub enum ConnectError {
     Connect {
         contact_points: String,
         #[source]
-        source: scylla::errors::NewSessionError,
+        // Boxed: the driver's error is large, and errors travel by value.
+        source: Box<scylla::errors::NewSessionError>,
     },
 }
 

@@ -1,0 +1,339 @@
+//! The tokio side of the ScyllaDB sink: the driver session, and the execution of CQL batches.
+//!
+//! The scylla driver runs on tokio; tidegate's shards run on glommio. They meet here, once
+//! per writer batch: a shard routes and groups its events on its own core and sends one
+//! [`Job`] of ready-made shard batches over a channel; this thread executes them
+//! concurrently, each pinned to the node and shard that own its rows, with a bounded number
+//! in flight per target, retries transient failures with exponential backoff and jitter,
+//! and answers once. Per-event work never crosses the thread boundary.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use scylla::client::session::Session;
+use scylla::errors::{DbError, ExecutionError, RequestAttemptError};
+use scylla::policies::load_balancing::{NodeIdentifier, SingleTargetLoadBalancingPolicy};
+use scylla::statement::batch::{Batch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
+use scylla::value::CqlTimestamp;
+use thiserror::Error;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::event::EventView;
+
+/// One CQL batch: rows that all belong to `shard` of the node `host_id`.
+pub struct TargetedBatch {
+    pub host_id: Uuid,
+    pub shard: u16,
+    pub events: Vec<Bytes>,
+}
+
+/// A shard's request: execute every batch, then answer on `reply`.
+pub struct Job {
+    pub batches: Vec<TargetedBatch>,
+    pub reply: flume::Sender<JobOutcome>,
+}
+
+/// What became of a job's batches.
+#[derive(Default)]
+pub struct JobOutcome {
+    /// Batches that still failed transiently after the retries (the caller retries later).
+    pub transient_failures: usize,
+    /// The last transient error, for the log.
+    pub last_error: Option<String>,
+    /// Events refused for good, with the reason: they go to the dead-letter spool.
+    pub rejected: Vec<(Vec<Bytes>, String)>,
+}
+
+#[derive(Debug, Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Connect(#[from] super::session::ConnectError),
+    #[error("cannot prepare the insert statement: {0}")]
+    Prepare(#[source] scylla::errors::PrepareError),
+    #[error("cannot start the driver's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Counters the dispatcher keeps, shared with `/metrics`.
+#[derive(Default)]
+pub struct DispatchStats {
+    pub batches: AtomicU64,
+    pub rows: AtomicU64,
+    pub retries: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub overloaded: AtomicU64,
+    pub other_errors: AtomicU64,
+    pub rejected_rows: AtomicU64,
+}
+
+/// The shards' handle on the driver.
+#[derive(Clone)]
+pub struct Dispatcher {
+    pub session: Arc<Session>,
+    pub jobs: flume::Sender<Job>,
+    pub stats: Arc<DispatchStats>,
+    pub local_datacenter: String,
+    pub keyspace: String,
+    pub table: String,
+}
+
+/// How hard to try one batch before handing the failure back to the writer.
+const ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(20);
+
+impl Dispatcher {
+    /// Starts the driver's thread, connects and prepares the insert; fails fast when the
+    /// cluster cannot be reached at start-up.
+    pub fn start(config: &Config) -> Result<Dispatcher, DispatchError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
+        let thread_config = config.clone();
+        std::thread::Builder::new()
+            .name("tidegate-scylla".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(DispatchError::Runtime(err)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let config = thread_config;
+                    let session = match super::session::connect(&config.scylla).await {
+                        Ok(session) => Arc::new(session),
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(err.into()));
+                            return;
+                        }
+                    };
+                    let mut insert = match session.prepare(config.schema.insert()).await {
+                        Ok(insert) => insert,
+                        Err(err) => {
+                            let _ = ready_tx.send(Err(DispatchError::Prepare(err)));
+                            return;
+                        }
+                    };
+                    insert.set_consistency(consistency(&config.scylla.consistency));
+                    let stats = Arc::new(DispatchStats::default());
+                    let _ = ready_tx.send(Ok((session.clone(), stats.clone())));
+                    let executor = Executor {
+                        session,
+                        insert,
+                        consistency: consistency(&config.scylla.consistency),
+                        timeout: Duration::from_millis(config.scylla.request_timeout_ms),
+                        stats,
+                        in_flight: HashMap::new(),
+                    };
+                    executor.run(jobs_rx).await;
+                });
+            })
+            .map_err(DispatchError::Runtime)?;
+        let (session, stats) = ready_rx
+            .recv()
+            .map_err(|_| DispatchError::Runtime(std::io::Error::other("driver thread died")))??;
+        Ok(Dispatcher {
+            session,
+            jobs: jobs_tx,
+            stats,
+            local_datacenter: config.scylla.local_datacenter.clone(),
+            keyspace: config.schema.keyspace.clone(),
+            table: config.schema.table.clone(),
+        })
+    }
+}
+
+fn consistency(name: &str) -> Consistency {
+    match name {
+        "ONE" => Consistency::One,
+        "LOCAL_ONE" => Consistency::LocalOne,
+        "QUORUM" => Consistency::Quorum,
+        "ALL" => Consistency::All,
+        _ => Consistency::LocalQuorum,
+    }
+}
+
+/// Requests in flight per target shard; fixed for now (adaptive concurrency to come).
+const MAX_IN_FLIGHT_PER_TARGET: usize = 8;
+
+struct Executor {
+    session: Arc<Session>,
+    insert: PreparedStatement,
+    consistency: Consistency,
+    timeout: Duration,
+    stats: Arc<DispatchStats>,
+    in_flight: HashMap<(Uuid, u16), Arc<Semaphore>>,
+}
+
+enum Failure {
+    Transient(String),
+    Permanent(String),
+}
+
+impl Executor {
+    async fn run(mut self, jobs: flume::Receiver<Job>) {
+        while let Ok(job) = jobs.recv_async().await {
+            let mut tasks = tokio::task::JoinSet::new();
+            for batch in job.batches {
+                let limit = self
+                    .in_flight
+                    .entry((batch.host_id, batch.shard))
+                    .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_TARGET)))
+                    .clone();
+                let (session, insert, stats) = (
+                    self.session.clone(),
+                    self.insert.clone(),
+                    self.stats.clone(),
+                );
+                let (consistency, timeout) = (self.consistency, self.timeout);
+                tasks.spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    let result = execute_with_retries(
+                        &session,
+                        &insert,
+                        consistency,
+                        timeout,
+                        &batch,
+                        &stats,
+                    )
+                    .await;
+                    (batch.events, result)
+                });
+            }
+            let mut outcome = JobOutcome::default();
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok((_, Ok(()))) => {}
+                    Ok((_, Err(Failure::Transient(error)))) => {
+                        outcome.transient_failures += 1;
+                        outcome.last_error = Some(error);
+                    }
+                    Ok((events, Err(Failure::Permanent(error)))) => {
+                        self.stats
+                            .rejected_rows
+                            .fetch_add(events.len() as u64, Relaxed);
+                        outcome.rejected.push((events, error));
+                    }
+                    Err(panic) => {
+                        outcome.transient_failures += 1;
+                        outcome.last_error = Some(format!("batch task failed: {panic}"));
+                    }
+                }
+            }
+            let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+async fn execute_with_retries(
+    session: &Session,
+    insert: &PreparedStatement,
+    consistency: Consistency,
+    timeout: Duration,
+    batch: &TargetedBatch,
+    stats: &DispatchStats,
+) -> Result<(), Failure> {
+    let mut cql = Batch::new(BatchType::Unlogged);
+    let mut values = Vec::with_capacity(batch.events.len());
+    for event in &batch.events {
+        let Ok(view) = EventView::decode(event) else {
+            return Err(Failure::Permanent("not a tidegate event".into()));
+        };
+        cql.append_statement(insert.clone());
+        values.push((
+            view.user_id,
+            CqlTimestamp(view.event_time_ms),
+            view.event_id,
+            view.event_type,
+            view.payload,
+            CqlTimestamp(view.received_at_ms),
+        ));
+    }
+    cql.set_consistency(consistency);
+    cql.set_is_idempotent(true);
+    cql.set_request_timeout(Some(timeout));
+    cql.set_load_balancing_policy(Some(SingleTargetLoadBalancingPolicy::new(
+        NodeIdentifier::HostId(batch.host_id),
+        Some(u32::from(batch.shard)),
+    )));
+    let mut backoff = FIRST_BACKOFF;
+    let mut last = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            stats.retries.fetch_add(1, Relaxed);
+            // Full jitter: a random wait up to the backoff, so retries from many batches
+            // do not arrive in lockstep.
+            let jittered = backoff.mul_f64(fastrand_unit());
+            tokio::time::sleep(jittered).await;
+            backoff *= 2;
+        }
+        match session.batch(&cql, &values).await {
+            Ok(_) => {
+                stats.batches.fetch_add(1, Relaxed);
+                stats.rows.fetch_add(values.len() as u64, Relaxed);
+                return Ok(());
+            }
+            Err(err) => {
+                last = err.to_string();
+                match classify(&err) {
+                    Kind::Permanent => return Err(Failure::Permanent(last)),
+                    Kind::Timeout => stats.timeouts.fetch_add(1, Relaxed),
+                    Kind::Overloaded => stats.overloaded.fetch_add(1, Relaxed),
+                    Kind::Other => stats.other_errors.fetch_add(1, Relaxed),
+                };
+            }
+        }
+    }
+    Err(Failure::Transient(last))
+}
+
+/// A uniform number in [0, 1) without a random-number crate: the low bits of a clock.
+fn fastrand_unit() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}
+
+enum Kind {
+    Permanent,
+    Timeout,
+    Overloaded,
+    Other,
+}
+
+/// Retry or give up: a request the cluster refuses for what it *is* (invalid, unauthorized,
+/// unserializable) will never succeed; anything about *when* or *where* (timeouts,
+/// overload, unavailable replicas, broken connections) may.
+fn classify(err: &ExecutionError) -> Kind {
+    match err {
+        ExecutionError::BadQuery(_) => Kind::Permanent,
+        ExecutionError::RequestTimeout(_) => Kind::Timeout,
+        ExecutionError::LastAttemptError(attempt) => match attempt {
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_) => Kind::Permanent,
+            RequestAttemptError::DbError(db, _) => match db {
+                DbError::Invalid
+                | DbError::SyntaxError
+                | DbError::Unauthorized
+                | DbError::ConfigError
+                | DbError::AlreadyExists { .. } => Kind::Permanent,
+                DbError::Overloaded | DbError::RateLimitReached { .. } => Kind::Overloaded,
+                DbError::WriteTimeout { .. } | DbError::ReadTimeout { .. } => Kind::Timeout,
+                _ => Kind::Other,
+            },
+            _ => Kind::Other,
+        },
+        _ => Kind::Other,
+    }
+}

@@ -1,0 +1,159 @@
+//! The ScyllaDB sink, shard side: route and group on this core, execute on the driver's.
+//!
+//! Each event's token is located with the driver's own replica locator (so tidegate and the
+//! driver agree on ownership): the first replica in the local datacenter, and its shard.
+//! Events are grouped into CQL batches that each belong to one shard of one node, and the
+//! whole set goes to the driver's thread as one job. Batches the cluster refuses for good
+//! go to a dead-letter spool (counted and logged, never silently dropped); transient
+//! failures are reported to the writer, which keeps the events and retries, so a slow or
+//! failing cluster backs up into the ring and then into 503s.
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use scylla::routing::Token;
+use uuid::Uuid;
+
+use super::dispatch::{Dispatcher, Job, TargetedBatch};
+use super::grouping::{CqlBatchLimits, Grouper, ShardBatch, Unroutable};
+use crate::sink::spool::{SpoolConfig, SpoolSink};
+use crate::sink::{Sink, SinkError};
+
+pub struct ScyllaSink {
+    shard: usize,
+    dispatcher: Dispatcher,
+    grouper: Grouper,
+    limits: CqlBatchLimits,
+    dead_letter: SpoolSink,
+    groups: Vec<ShardBatch>,
+    unroutable: Vec<Unroutable>,
+}
+
+impl ScyllaSink {
+    /// `dead_letter` is a spool configuration whose directory receives refused events.
+    pub async fn open(
+        shard: usize,
+        dispatcher: Dispatcher,
+        dead_letter: SpoolConfig,
+    ) -> Result<Self, SinkError> {
+        Ok(ScyllaSink {
+            shard,
+            dispatcher,
+            grouper: Grouper::default(),
+            limits: CqlBatchLimits::default(),
+            dead_letter: SpoolSink::open(dead_letter, shard).await?,
+            groups: Vec::new(),
+            unroutable: Vec::new(),
+        })
+    }
+
+    /// Where refused events of `data_dir`'s shards are kept.
+    pub fn dead_letter_dir(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("dead-letter")
+    }
+
+    async fn dead_letter(&mut self, events: &[Bytes], reason: &str) -> Result<(), SinkError> {
+        tracing::error!(
+            shard = self.shard,
+            events = events.len(),
+            reason,
+            "ScyllaDB refused a batch for good; its events went to the dead-letter spool"
+        );
+        self.dead_letter.write_batch(events).await
+    }
+}
+
+impl Sink for ScyllaSink {
+    async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
+        let state = self.dispatcher.session.get_cluster_state();
+        let (keyspace, table, local_dc) = (
+            &self.dispatcher.keyspace,
+            &self.dispatcher.table,
+            &self.dispatcher.local_datacenter,
+        );
+        let mut hosts: Vec<Uuid> = Vec::new();
+        let mut unknown_owner = false;
+        self.groups.clear();
+        self.unroutable.clear();
+        self.grouper.group(
+            batch,
+            |token| {
+                let replicas = state.get_token_endpoints(keyspace, table, Token::new(token));
+                let chosen = replicas
+                    .iter()
+                    .find(|(node, _)| node.datacenter.as_deref() == Some(local_dc.as_str()))
+                    .or_else(|| replicas.first());
+                match chosen {
+                    Some((node, shard)) => {
+                        let index = match hosts.iter().position(|h| *h == node.host_id) {
+                            Some(i) => i,
+                            None => {
+                                hosts.push(node.host_id);
+                                hosts.len() - 1
+                            }
+                        };
+                        (index, *shard as u16)
+                    }
+                    None => {
+                        unknown_owner = true;
+                        (usize::MAX, 0)
+                    }
+                }
+            },
+            self.limits,
+            &mut self.groups,
+            &mut self.unroutable,
+        );
+        if unknown_owner {
+            return Err(SinkError::Scylla(
+                "no replica known for some tokens yet (cluster metadata incomplete)".into(),
+            ));
+        }
+        if !self.unroutable.is_empty() {
+            let garbage: Vec<Bytes> = self.unroutable.drain(..).map(|u| u.0).collect();
+            self.dead_letter(&garbage, "not a tidegate event").await?;
+        }
+
+        let (reply_tx, reply_rx) = flume::bounded(1);
+        let job = Job {
+            batches: self
+                .groups
+                .drain(..)
+                .map(|group| TargetedBatch {
+                    host_id: hosts[group.node],
+                    shard: group.shard,
+                    events: group.events,
+                })
+                .collect(),
+            reply: reply_tx,
+        };
+        self.dispatcher
+            .jobs
+            .send_async(job)
+            .await
+            .map_err(|_| SinkError::Scylla("the driver thread has stopped".into()))?;
+        let outcome = reply_rx
+            .recv_async()
+            .await
+            .map_err(|_| SinkError::Scylla("the driver thread dropped a job".into()))?;
+        for (events, reason) in &outcome.rejected {
+            self.dead_letter(events, reason).await?;
+        }
+        if outcome.transient_failures > 0 {
+            return Err(SinkError::Scylla(format!(
+                "{} CQL batches failed after retries: {}",
+                outcome.transient_failures,
+                outcome.last_error.unwrap_or_default()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self) -> Result<(), SinkError> {
+        self.dead_letter.tick().await
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        self.dead_letter.close().await
+    }
+}
