@@ -32,6 +32,6 @@ pub async fn connect(config: &ScyllaConfig) -> Result<Session, ConnectError> {
         .await
         .map_err(|source| ConnectError::Connect {
             contact_points: config.contact_points.join(","),
-            source,
+            source: Box::new(source),
         })
 }
