@@ -300,3 +300,78 @@ fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
     assert_eq!(summary["misrouted_writes"], 0, "{summary}");
     assert!(summary["writes"].as_u64().unwrap() > 0);
 }
+
+/// Overloaded nodes push back into the ring and then into 503s; nothing accepted is lost,
+/// and everything is written once the cluster recovers.
+#[test]
+fn an_overloaded_cluster_means_503_then_full_recovery() {
+    let node = TestNode::start(3, 2);
+    let contact = format!("127.0.0.1:{}", node.port);
+    let applied = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["schema", "apply"])
+        .env("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)
+        .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
+        .output()
+        .unwrap();
+    assert!(applied.status.success());
+    let mut server = support::Server::start_with_env(
+        &["--shards", "1", "--sink", "scylla"],
+        &[
+            ("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact),
+            ("TIDEGATE_RING_CAPACITY_EVENTS", "500"),
+            ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "100"),
+        ],
+    );
+    for n in 0..3 {
+        node.control(&format!("fault {n} overloaded on"));
+    }
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut refused = 0;
+    for r in 0..40u64 {
+        let ids: Vec<String> = (0..25).map(|k| support::uuid(95, r * 25 + k)).collect();
+        let body = format!(
+            "[{}]",
+            ids.iter()
+                .map(|id| support::event(&format!("u{r}"), id))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        match server.post_json(&body).status {
+            202 => accepted.extend(ids),
+            503 => refused += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "a cluster that refuses every write must push back"
+    );
+    assert!(accepted.len() <= 500);
+    let ready = server.get("/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text());
+    // The sink retries inside each attempt before reporting; the failure surfaces shortly.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.metric("tidegate_sink_errors_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sink errors never reported"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(server.metric("tidegate_sink_healthy"), 0);
+
+    node.control("clear");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.metric("tidegate_ring_events") > 0 {
+        assert!(std::time::Instant::now() < deadline, "never recovered");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(server.get("/ready").status, 200);
+    assert!(server.terminate().success());
+    let stored: std::collections::BTreeSet<String> = node
+        .control("rows")
+        .iter()
+        .map(|row| row["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, accepted);
+}
