@@ -50,6 +50,10 @@ pub struct ScyllaConfig {
     pub username: String,
     pub password: String,
     pub request_timeout_ms: u64,
+    /// Adaptive in-flight CQL requests per target shard: never fewer than this...
+    pub concurrency_floor: usize,
+    /// ...and never more than this.
+    pub concurrency_ceiling: usize,
 }
 
 impl Default for ScyllaConfig {
@@ -61,6 +65,8 @@ impl Default for ScyllaConfig {
             username: String::new(),
             password: String::new(),
             request_timeout_ms: 5_000,
+            concurrency_floor: 1,
+            concurrency_ceiling: 64,
         }
     }
 }
@@ -368,6 +374,14 @@ impl Config {
             return Err(invalid(
                 "scylla.consistency",
                 "must be ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM or ALL",
+            ));
+        }
+        if self.scylla.concurrency_floor == 0
+            || self.scylla.concurrency_ceiling < self.scylla.concurrency_floor
+        {
+            return Err(invalid(
+                "scylla.concurrency_ceiling",
+                "needs 1 <= scylla.concurrency_floor <= scylla.concurrency_ceiling",
             ));
         }
         self.schema

@@ -45,6 +45,9 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
         _ => None,
     };
     let metrics = Arc::new(Metrics::new(shards));
+    if let Some(dispatcher) = &dispatcher {
+        metrics.add_source(dispatcher.stats.clone());
+    }
     let shutdown = Arc::new(Shutdown::default());
     watch_signals(shutdown.clone())?;
 

@@ -282,6 +282,23 @@ fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
     assert!(converged, "shard-aware routing never converged");
     node.control("forget-writes");
     post(91, 0, 100);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.metric("tidegate_ring_events") > 0 {
+        assert!(std::time::Instant::now() < deadline, "ring never drained");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let metrics = server.get("/metrics").text();
+    assert!(support::metric_sum(&metrics, "tidegate_scylla_batches_total") > 0);
+    assert_eq!(
+        support::metric_sum(&metrics, "tidegate_scylla_rows_total"),
+        accepted.len() as u64,
+        "every accepted event is one row in an accepted CQL batch"
+    );
+    let limits = metrics
+        .lines()
+        .filter(|l| l.starts_with("tidegate_scylla_concurrency_limit{"))
+        .count();
+    assert_eq!(limits, 12, "an adaptive limit per target shard");
     assert!(
         server.terminate().success(),
         "SIGTERM drains the rings into ScyllaDB"

@@ -207,8 +207,14 @@ impl ShardMetrics {
     }
 }
 
+/// A component with metrics of its own (a sink's driver, say), rendered after the shards'.
+pub trait MetricsSource: Send + Sync {
+    fn render(&self, out: &mut String);
+}
+
 pub struct Metrics {
     shards: Box<[CachePadded<ShardMetrics>]>,
+    sources: std::sync::RwLock<Vec<std::sync::Arc<dyn MetricsSource>>>,
 }
 
 impl Metrics {
@@ -217,7 +223,13 @@ impl Metrics {
             shards: (0..shards)
                 .map(|_| CachePadded::new(ShardMetrics::default()))
                 .collect(),
+            sources: std::sync::RwLock::new(Vec::new()),
         }
+    }
+
+    /// Adds a component's metrics to `/metrics`.
+    pub fn add_source(&self, source: std::sync::Arc<dyn MetricsSource>) {
+        self.sources.write().unwrap().push(source);
     }
 
     pub fn shard(&self, shard: usize) -> &ShardMetrics {
@@ -416,6 +428,9 @@ impl Metrics {
             let sum = s.flush_latency.sum_us.load(Relaxed) as f64 / 1e6;
             let _ = writeln!(out, "{name}_sum{{shard=\"{id}\"}} {sum}");
             let _ = writeln!(out, "{name}_count{{shard=\"{id}\"}} {cumulative}");
+        }
+        for source in self.sources.read().unwrap().iter() {
+            source.render(&mut out);
         }
         out
     }

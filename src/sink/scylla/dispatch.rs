@@ -21,8 +21,9 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 use scylla::value::CqlTimestamp;
 use thiserror::Error;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
+
+use super::concurrency::{AdaptiveLimit, Outcome};
 
 use crate::config::Config;
 use crate::event::EventView;
@@ -64,6 +65,8 @@ pub enum DispatchError {
 /// Counters the dispatcher keeps, shared with `/metrics`.
 #[derive(Default)]
 pub struct DispatchStats {
+    /// The adaptive limit of every target shard seen so far.
+    pub limits: std::sync::Mutex<HashMap<(Uuid, u16), Arc<AdaptiveLimit>>>,
     pub batches: AtomicU64,
     pub rows: AtomicU64,
     pub retries: AtomicU64,
@@ -133,7 +136,8 @@ impl Dispatcher {
                         consistency: consistency(&config.scylla.consistency),
                         timeout: Duration::from_millis(config.scylla.request_timeout_ms),
                         stats,
-                        in_flight: HashMap::new(),
+                        floor: config.scylla.concurrency_floor,
+                        ceiling: config.scylla.concurrency_ceiling,
                     };
                     executor.run(jobs_rx).await;
                 });
@@ -153,6 +157,77 @@ impl Dispatcher {
     }
 }
 
+impl crate::observe::metrics::MetricsSource for DispatchStats {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let counters = [
+            (
+                "tidegate_scylla_batches_total",
+                "CQL batches ScyllaDB accepted.",
+                &self.batches,
+            ),
+            (
+                "tidegate_scylla_rows_total",
+                "Rows in accepted CQL batches.",
+                &self.rows,
+            ),
+            (
+                "tidegate_scylla_retries_total",
+                "CQL batch attempts after a failure.",
+                &self.retries,
+            ),
+            (
+                "tidegate_scylla_rejected_rows_total",
+                "Rows refused for good (dead-lettered).",
+                &self.rejected_rows,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Relaxed)
+            );
+        }
+        let name = "tidegate_scylla_errors_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Failed CQL batch attempts by kind.\n# TYPE {name} counter"
+        );
+        for (kind, value) in [
+            ("timeout", &self.timeouts),
+            ("overloaded", &self.overloaded),
+            ("other", &self.other_errors),
+        ] {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
+        }
+        let limits = self.limits.lock().unwrap();
+        let mut targets: Vec<_> = limits.iter().collect();
+        targets.sort_by_key(|(key, _)| **key);
+        for (name, help, get) in [
+            (
+                "tidegate_scylla_concurrency_limit",
+                "Adaptive in-flight limit per target shard.",
+                AdaptiveLimit::limit as fn(&AdaptiveLimit) -> usize,
+            ),
+            (
+                "tidegate_scylla_in_flight",
+                "CQL batches in flight per target shard.",
+                AdaptiveLimit::in_flight,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for ((host, shard), limit) in &targets {
+                let _ = writeln!(
+                    out,
+                    "{name}{{host_id=\"{host}\",shard=\"{shard}\"}} {}",
+                    get(limit)
+                );
+            }
+        }
+    }
+}
+
 fn consistency(name: &str) -> Consistency {
     match name {
         "ONE" => Consistency::One,
@@ -163,16 +238,14 @@ fn consistency(name: &str) -> Consistency {
     }
 }
 
-/// Requests in flight per target shard; fixed for now (adaptive concurrency to come).
-const MAX_IN_FLIGHT_PER_TARGET: usize = 8;
-
 struct Executor {
     session: Arc<Session>,
     insert: PreparedStatement,
     consistency: Consistency,
     timeout: Duration,
     stats: Arc<DispatchStats>,
-    in_flight: HashMap<(Uuid, u16), Arc<Semaphore>>,
+    floor: usize,
+    ceiling: usize,
 }
 
 enum Failure {
@@ -181,14 +254,17 @@ enum Failure {
 }
 
 impl Executor {
-    async fn run(mut self, jobs: flume::Receiver<Job>) {
+    async fn run(self, jobs: flume::Receiver<Job>) {
         while let Ok(job) = jobs.recv_async().await {
             let mut tasks = tokio::task::JoinSet::new();
             for batch in job.batches {
                 let limit = self
-                    .in_flight
+                    .stats
+                    .limits
+                    .lock()
+                    .unwrap()
                     .entry((batch.host_id, batch.shard))
-                    .or_insert_with(|| Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_TARGET)))
+                    .or_insert_with(|| Arc::new(AdaptiveLimit::new(self.floor, self.ceiling)))
                     .clone();
                 let (session, insert, stats) = (
                     self.session.clone(),
@@ -197,7 +273,6 @@ impl Executor {
                 );
                 let (consistency, timeout) = (self.consistency, self.timeout);
                 tasks.spawn(async move {
-                    let _permit = limit.acquire_owned().await;
                     let result = execute_with_retries(
                         &session,
                         &insert,
@@ -205,6 +280,7 @@ impl Executor {
                         timeout,
                         &batch,
                         &stats,
+                        &limit,
                     )
                     .await;
                     (batch.events, result)
@@ -242,6 +318,7 @@ async fn execute_with_retries(
     timeout: Duration,
     batch: &TargetedBatch,
     stats: &DispatchStats,
+    limit: &AdaptiveLimit,
 ) -> Result<(), Failure> {
     let mut cql = Batch::new(BatchType::Unlogged);
     let mut values = Vec::with_capacity(batch.events.len());
@@ -277,15 +354,28 @@ async fn execute_with_retries(
             tokio::time::sleep(jittered).await;
             backoff *= 2;
         }
-        match session.batch(&cql, &values).await {
+        // A slot is held for the request only, never across a backoff sleep.
+        let slot = limit.acquire().await;
+        let started = std::time::Instant::now();
+        let result = session.batch(&cql, &values).await;
+        match result {
             Ok(_) => {
+                limit.complete(slot, Outcome::Success(started.elapsed()));
                 stats.batches.fetch_add(1, Relaxed);
                 stats.rows.fetch_add(values.len() as u64, Relaxed);
                 return Ok(());
             }
             Err(err) => {
                 last = err.to_string();
-                match classify(&err) {
+                let kind = classify(&err);
+                limit.complete(
+                    slot,
+                    match kind {
+                        Kind::Timeout | Kind::Overloaded => Outcome::Backpressure,
+                        Kind::Permanent | Kind::Other => Outcome::Neutral,
+                    },
+                );
+                match kind {
                     Kind::Permanent => return Err(Failure::Permanent(last)),
                     Kind::Timeout => stats.timeouts.fetch_add(1, Relaxed),
                     Kind::Overloaded => stats.overloaded.fetch_add(1, Relaxed),

@@ -6,6 +6,7 @@
 //! belong to exactly one shard of one node. `sink` is the shard side of the sink, `dispatch`
 //! the driver's side on tokio, `session` connects, and `schema` holds the CQL.
 
+pub mod concurrency;
 pub mod dispatch;
 pub mod grouping;
 pub mod schema;
