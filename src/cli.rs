@@ -91,6 +91,12 @@ pub enum SpoolCommand {
         /// A data directory, one shard's directory, or one segment file.
         dir: PathBuf,
     },
+    /// Write every intact event of a spool (or dead-letter spool) into the configured
+    /// ScyllaDB cluster; safe to repeat (writes are idempotent).
+    Replay {
+        /// A data directory, one shard's directory, or one segment file.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +160,9 @@ pub fn main() -> ExitCode {
         Command::Spool {
             command: SpoolCommand::Cat { dir },
         } => spool_cat(&dir),
+        Command::Spool {
+            command: SpoolCommand::Replay { dir },
+        } => spool_replay(&config, &dir),
         Command::Schema {
             command: SchemaCommand::Print,
         } => {
@@ -212,6 +221,19 @@ fn schema_apply(config: &Config) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+fn spool_replay(config: &Config, dir: &Path) -> anyhow::Result<()> {
+    init_logging(config);
+    let summary = crate::sink::scylla::replay::replay(config, dir, |line| {
+        eprintln!("tidegate spool replay: {line}")
+    })
+    .with_context(|| format!("cannot replay {}", dir.display()))?;
+    eprintln!(
+        "tidegate spool replay: {} events from {} segments written; {} damaged records skipped",
+        summary.events, summary.segments, summary.damaged
+    );
+    Ok(())
 }
 
 fn spool_cat(dir: &Path) -> anyhow::Result<()> {

@@ -392,3 +392,74 @@ fn an_overloaded_cluster_means_503_then_full_recovery() {
         .collect();
     assert_eq!(stored, accepted);
 }
+
+#[test]
+fn spool_replay_writes_a_spool_into_the_cluster() {
+    // Events accepted into the spool by a tidegate without ScyllaDB...
+    let mut server = support::Server::start(&["--shards", "2"]);
+    let mut accepted = std::collections::BTreeSet::new();
+    for r in 0..30u64 {
+        let ids: Vec<String> = (0..10).map(|k| support::uuid(97, r * 10 + k)).collect();
+        let body = format!(
+            "[{}]",
+            ids.iter()
+                .enumerate()
+                .map(|(k, id)| support::event(&format!("replayed-{r}-{k}"), id))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(server.post_json(&body).status, 202);
+        accepted.extend(ids);
+    }
+    assert!(server.terminate().success());
+    // ...with one record damaged on disk...
+    let shard0 = server.data_dir.join("shard-0");
+    let segment = std::fs::read_dir(&shard0)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut data = std::fs::read(&segment).unwrap();
+    let damaged_at = data.len() / 2;
+    data[damaged_at] ^= 0xff;
+    std::fs::write(&segment, &data).unwrap();
+    let intact: std::collections::BTreeSet<String> = support::event_ids(&server.spool_cat().0);
+    assert!(intact.len() < accepted.len() && intact.len() + 3 > accepted.len());
+
+    // ...are replayed into the cluster: every intact one, and again without harm.
+    let node = TestNode::start(3, 2);
+    let contact = format!("127.0.0.1:{}", node.port);
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .args(args)
+            .env("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)
+            .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
+            .env(
+                "TIDEGATE_SPOOL_DATA_DIR",
+                server.data_dir.join("replay-work"),
+            )
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    run(&["schema", "apply"]);
+    let data_dir = server.data_dir.to_str().unwrap().to_owned();
+    let report = run(&["spool", "replay", &data_dir]);
+    assert!(report.contains("damaged records skipped"), "{report}");
+    assert!(report.contains("skipped Damaged"), "{report}");
+    let stored: std::collections::BTreeSet<String> = node
+        .control("rows")
+        .iter()
+        .map(|row| row["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, intact);
+    run(&["spool", "replay", &data_dir]);
+    assert_eq!(node.control("summary")[0]["rows"], 2 * intact.len());
+}

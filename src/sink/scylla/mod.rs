@@ -9,6 +9,7 @@
 pub mod concurrency;
 pub mod dispatch;
 pub mod grouping;
+pub mod replay;
 pub mod schema;
 pub mod session;
 pub mod sharding;
