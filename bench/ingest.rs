@@ -151,5 +151,86 @@ fn spool_framing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_validate, ring_push_pop, spool_framing);
+/// Token computation and batch building for the ScyllaDB sink: a drained batch of 10,000
+/// events from 10,000 users, routed over 3 nodes x 4 shards with 256 vnodes each.
+fn scylla_batching(c: &mut Criterion) {
+    use std::net::SocketAddr;
+    use tidegate::sink::scylla::grouping::{CqlBatchLimits, Grouper};
+    use tidegate::sink::scylla::sharding::Sharding;
+    use tidegate::sink::scylla::token::murmur3_token;
+    use tidegate::sink::scylla::topology::{Node, Topology};
+
+    let mut parser = BatchParser::new(Default::default());
+    let mut out = BytesMut::new();
+    let mut batch = EncodedBatch::default();
+    let mut events: Vec<Bytes> = Vec::new();
+    for chunk in 0..100 {
+        let array: Vec<String> = (0..100).map(|i| event(chunk * 100 + i)).collect();
+        let mut body = format!("[{}]", array.join(",")).into_bytes();
+        out.clear();
+        parser
+            .parse(&mut body, BodyFormat::Json, 0, &mut out, &mut batch)
+            .unwrap();
+        let chunk_bytes = out.split().freeze();
+        let mut start = 0;
+        for &end in &batch.ends {
+            events.push(chunk_bytes.slice(start..end));
+            start = end;
+        }
+    }
+    let nodes = (1..=3u8)
+        .map(|i| Node {
+            address: SocketAddr::from(([127, 0, 0, i], 9042)),
+            datacenter: "dc1".into(),
+            sharding: Sharding {
+                nr_shards: 4,
+                ignore_msb: 12,
+            },
+        })
+        .collect();
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let tokens = (0..768).map(|i| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed as i64, i % 3)
+    });
+    let topology = Topology::new(nodes, tokens, None).unwrap();
+
+    let mut group = c.benchmark_group("scylla");
+    group.throughput(Throughput::Elements(events.len() as u64));
+    let keys: Vec<String> = (0..events.len()).map(|i| format!("user-{i:06}")).collect();
+    group.bench_function("murmur3_token_10000/events", |b| {
+        b.iter(|| {
+            keys.iter()
+                .map(|k| murmur3_token(k.as_bytes()))
+                .fold(0i64, i64::wrapping_add)
+        })
+    });
+    let mut grouper = Grouper::default();
+    let mut batches = Vec::new();
+    let mut unroutable = Vec::new();
+    group.bench_function("route_and_group_10000/events", |b| {
+        b.iter(|| {
+            batches.clear();
+            grouper.group(
+                &events,
+                |t| topology.target(t),
+                CqlBatchLimits::default(),
+                &mut batches,
+                &mut unroutable,
+            );
+            black_box(batches.len())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    parse_validate,
+    ring_push_pop,
+    spool_framing,
+    scylla_batching
+);
 criterion_main!(benches);
