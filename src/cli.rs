@@ -43,7 +43,7 @@ pub struct Options {
     /// Number of shards, one pinned thread per core; 0 = every online core (server.shards).
     #[arg(long, global = true, env = "TIDEGATE_SHARDS", value_name = "N")]
     pub shards: Option<usize>,
-    /// Where events go: spool (local segment files) or blackhole (sink.kind).
+    /// Where events go: spool (local segment files), scylla or blackhole (sink.kind).
     #[arg(long, global = true, env = "TIDEGATE_SINK", value_name = "SINK")]
     pub sink: Option<String>,
     /// Directory of the spool's segment files (spool.data_dir).
