@@ -77,7 +77,7 @@ pub struct Faults {
     pub latency_ms: u64,
     pub overloaded: bool,
     pub timeout: bool,
-    /// Accept connections but never answer (a stalled node).
+    /// Hold every request until lifted (a stalled node).
     pub stalled: bool,
 }
 
@@ -284,11 +284,12 @@ async fn connection(
                 return;
             }
         };
-        let faults = state.lock().unwrap().faults[node];
-        if faults.stalled {
-            // Hold the request forever, as a hung node would; the client's timeout decides.
-            std::future::pending::<()>().await;
+        // A stalled node holds every request until the stall is lifted, then answers late,
+        // as a node that hung and came back would; clients' timeouts decide meanwhile.
+        while state.lock().unwrap().faults[node].stalled {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        let faults = state.lock().unwrap().faults[node];
         if faults.latency_ms > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(faults.latency_ms)).await;
         }
