@@ -299,6 +299,18 @@ fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
         .filter(|l| l.starts_with("tidegate_scylla_concurrency_limit{"))
         .count();
     assert_eq!(limits, 12, "an adaptive limit per target shard");
+    let targets = metrics
+        .lines()
+        .filter(|l| l.starts_with("tidegate_scylla_target_batches_total{"))
+        .count();
+    assert_eq!(targets, 12, "batches counted per target shard");
+    let rows = support::metric_sum(&metrics, "tidegate_scylla_rows_per_batch_sum");
+    let batches = support::metric_sum(&metrics, "tidegate_scylla_rows_per_batch_count");
+    assert!(
+        batches > 0 && rows > batches,
+        "{rows} rows in {batches} batches: events are batched"
+    );
+    assert!(support::metric_sum(&metrics, "tidegate_scylla_write_seconds_count") > 0);
     assert!(
         server.terminate().success(),
         "SIGTERM drains the rings into ScyllaDB"

@@ -129,21 +129,65 @@ const LATENCY_BUCKETS_US: [u64; 15] = [
     1_000_000, 2_500_000, 5_000_000,
 ];
 
-#[derive(Default)]
+/// A histogram of integer observations with fixed upper bounds (plus +Inf).
 pub struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
-    sum_us: AtomicU64,
+    bounds: &'static [u64],
+    buckets: Box<[AtomicU64]>,
+    sum: AtomicU64,
+}
+
+impl Default for Histogram {
+    /// A latency histogram, in microseconds.
+    fn default() -> Self {
+        Histogram::with_bounds(&LATENCY_BUCKETS_US)
+    }
 }
 
 impl Histogram {
-    pub fn observe(&self, elapsed: Duration) {
-        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-        let bucket = LATENCY_BUCKETS_US
+    pub fn with_bounds(bounds: &'static [u64]) -> Self {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe_value(&self, value: u64) {
+        let bucket = self
+            .bounds
             .iter()
-            .position(|&bound| us <= bound)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
+            .position(|&bound| value <= bound)
+            .unwrap_or(self.bounds.len());
         self.buckets[bucket].fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
+        self.sum.fetch_add(value, Relaxed);
+    }
+
+    /// Observes a duration, in microseconds.
+    pub fn observe(&self, elapsed: Duration) {
+        self.observe_value(elapsed.as_micros().min(u128::from(u64::MAX)) as u64);
+    }
+
+    /// Appends the series of `name` with `labels` (e.g. `shard="0"`, or empty); bounds and
+    /// sum are divided by `scale` (1e6 turns microseconds into Prometheus's seconds).
+    pub fn render(&self, out: &mut String, name: &str, labels: &str, scale: f64) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in self.bounds.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}",
+                *bound as f64 / scale
+            );
+        }
+        cumulative += self.buckets[self.bounds.len()].load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+        );
+        let sum = self.sum.load(Relaxed) as f64 / scale;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
 }
 
@@ -411,23 +455,8 @@ impl Metrics {
             "# HELP {name} Time to store one batch.\n# TYPE {name} histogram"
         );
         for (id, s) in shards() {
-            let mut cumulative = 0;
-            for (i, bound) in LATENCY_BUCKETS_US.iter().enumerate() {
-                cumulative += s.flush_latency.buckets[i].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{shard=\"{id}\",le=\"{}\"}} {cumulative}",
-                    *bound as f64 / 1e6
-                );
-            }
-            cumulative += s.flush_latency.buckets[LATENCY_BUCKETS_US.len()].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{shard=\"{id}\",le=\"+Inf\"}} {cumulative}"
-            );
-            let sum = s.flush_latency.sum_us.load(Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "{name}_sum{{shard=\"{id}\"}} {sum}");
-            let _ = writeln!(out, "{name}_count{{shard=\"{id}\"}} {cumulative}");
+            s.flush_latency
+                .render(&mut out, name, &format!("shard=\"{id}\""), 1e6);
         }
         for source in self.sources.read().unwrap().iter() {
             source.render(&mut out);

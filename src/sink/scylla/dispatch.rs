@@ -24,6 +24,27 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use super::concurrency::{AdaptiveLimit, Outcome};
+use crate::observe::metrics::Histogram;
+
+const ROWS_BOUNDS: [u64; 8] = [1, 2, 5, 10, 20, 50, 100, 200];
+const BYTES_BOUNDS: [u64; 8] = [512, 1024, 4096, 16_384, 32_768, 65_536, 131_072, 1 << 20];
+
+/// Rows per CQL batch.
+pub struct RowsHistogram(pub Histogram);
+/// Event bytes per CQL batch.
+pub struct BytesHistogram(pub Histogram);
+
+impl Default for RowsHistogram {
+    fn default() -> Self {
+        RowsHistogram(Histogram::with_bounds(&ROWS_BOUNDS))
+    }
+}
+
+impl Default for BytesHistogram {
+    fn default() -> Self {
+        BytesHistogram(Histogram::with_bounds(&BYTES_BOUNDS))
+    }
+}
 
 use crate::config::Config;
 use crate::event::EventView;
@@ -65,6 +86,12 @@ pub enum DispatchError {
 /// Counters the dispatcher keeps, shared with `/metrics`.
 #[derive(Default)]
 pub struct DispatchStats {
+    /// Per target shard: accepted CQL batches.
+    pub batches_by_target: std::sync::Mutex<HashMap<(Uuid, u16), u64>>,
+    /// Latency of accepted CQL batches (µs), rows and event bytes per batch.
+    pub latency: Histogram,
+    pub rows_per_batch: RowsHistogram,
+    pub bytes_per_batch: BytesHistogram,
     /// The adaptive limit of every target shard seen so far.
     pub limits: std::sync::Mutex<HashMap<(Uuid, u16), Arc<AdaptiveLimit>>>,
     pub batches: AtomicU64,
@@ -200,6 +227,45 @@ impl crate::observe::metrics::MetricsSource for DispatchStats {
             ("other", &self.other_errors),
         ] {
             let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
+        }
+        for (name, help, histogram, scale) in [
+            (
+                "tidegate_scylla_write_seconds",
+                "Latency of accepted CQL batches.",
+                &self.latency,
+                1e6,
+            ),
+            (
+                "tidegate_scylla_rows_per_batch",
+                "Rows per accepted CQL batch.",
+                &self.rows_per_batch.0,
+                1.0,
+            ),
+            (
+                "tidegate_scylla_bytes_per_batch",
+                "Event bytes per accepted CQL batch.",
+                &self.bytes_per_batch.0,
+                1.0,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            histogram.render(out, name, "", scale);
+        }
+        let name = "tidegate_scylla_target_batches_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Accepted CQL batches by target node and shard.\n# TYPE {name} counter"
+        );
+        let mut by_target: Vec<_> = self
+            .batches_by_target
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        by_target.sort();
+        for ((host, shard), n) in by_target {
+            let _ = writeln!(out, "{name}{{host_id=\"{host}\",shard=\"{shard}\"}} {n}");
         }
         let limits = self.limits.lock().unwrap();
         let mut targets: Vec<_> = limits.iter().collect();
@@ -360,9 +426,20 @@ async fn execute_with_retries(
         let result = session.batch(&cql, &values).await;
         match result {
             Ok(_) => {
-                limit.complete(slot, Outcome::Success(started.elapsed()));
+                let elapsed = started.elapsed();
+                limit.complete(slot, Outcome::Success(elapsed));
                 stats.batches.fetch_add(1, Relaxed);
                 stats.rows.fetch_add(values.len() as u64, Relaxed);
+                stats.latency.observe(elapsed);
+                stats.rows_per_batch.0.observe_value(values.len() as u64);
+                let bytes: usize = batch.events.iter().map(Bytes::len).sum();
+                stats.bytes_per_batch.0.observe_value(bytes as u64);
+                *stats
+                    .batches_by_target
+                    .lock()
+                    .unwrap()
+                    .entry((batch.host_id, batch.shard))
+                    .or_default() += 1;
                 return Ok(());
             }
             Err(err) => {
