@@ -226,8 +226,49 @@ fn scylla_batching(c: &mut Criterion) {
     group.finish();
 }
 
+/// The cost of handing a drained batch to the driver's tokio thread and getting the answer
+/// back: one flume send, a wake of the current-thread runtime, one reply. The sender here is
+/// a plain thread parked in `block_on`, as a glommio shard parks awaiting the reply; the
+/// job moves by ownership, so its size should not matter.
+fn driver_handoff(c: &mut Criterion) {
+    type Job = (Vec<Bytes>, flume::Sender<usize>);
+    let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                while let Ok((events, reply)) = jobs_rx.recv_async().await {
+                    let _ = reply.send(events.len());
+                }
+            })
+    });
+    let events: Vec<Bytes> = (0..10_000)
+        .map(|i| Bytes::from(event(i).into_bytes()))
+        .collect();
+    let mut group = c.benchmark_group("handoff");
+    for (name, job) in [("empty_job", Vec::new()), ("job_10000_events", events)] {
+        group.bench_function(format!("{name}/round_trip"), |b| {
+            b.iter_batched(
+                || job.clone(),
+                |job| {
+                    let (reply_tx, reply_rx) = flume::bounded(1);
+                    futures_lite::future::block_on(async {
+                        jobs_tx.send_async((job, reply_tx)).await.unwrap();
+                        reply_rx.recv_async().await.unwrap()
+                    })
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    driver_handoff,
     parse_validate,
     ring_push_pop,
     spool_framing,
