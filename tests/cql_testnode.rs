@@ -541,3 +541,91 @@ fn a_stalled_node_means_503_and_nothing_lost() {
     let rows = node.control("summary")[0]["rows"].as_u64().unwrap();
     assert!(rows >= accepted.len() as u64);
 }
+
+/// Injected latency: the adaptive limit falls, the ring fills, clients get 503; after the
+/// fault clears, everything accepted is written.
+#[test]
+fn latency_lowers_the_adaptive_limit_and_backs_up_into_503() {
+    let node = TestNode::start(1, 1);
+    let contact = format!("127.0.0.1:{}", node.port);
+    let applied = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["schema", "apply"])
+        .env("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)
+        .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
+        .output()
+        .unwrap();
+    assert!(applied.status.success());
+    let mut server = support::Server::start_with_env(
+        &["--shards", "1", "--sink", "scylla"],
+        &[
+            ("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact),
+            ("TIDEGATE_RING_CAPACITY_EVENTS", "3000"),
+            ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "100"),
+        ],
+    );
+    let limit = |server: &support::Server| {
+        support::metric_sum(
+            &server.get("/metrics").text(),
+            "tidegate_scylla_concurrency_limit",
+        )
+    };
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut request = 0u64;
+    let mut post = |server: &support::Server| {
+        request += 1;
+        let ids: Vec<String> = (0..100)
+            .map(|k| support::uuid(96, request * 100 + k))
+            .collect();
+        let body = format!(
+            "[{}]",
+            ids.iter()
+                .enumerate()
+                .map(|(k, id)| support::event(&format!("l{request}-{k}"), id))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let status = server.post_json(&body).status;
+        if status == 202 {
+            accepted.extend(ids);
+        }
+        status
+    };
+    let drained = |server: &support::Server| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while server.metric("tidegate_ring_events") > 0 {
+            assert!(std::time::Instant::now() < deadline, "ring never drained");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    // Healthy: the limit grows with successful batches.
+    for _ in 0..100 {
+        assert_eq!(post(&server), 202);
+    }
+    drained(&server);
+    let healthy = limit(&server);
+    assert!(healthy > 3, "limit grew to {healthy}");
+
+    // Slow: every request takes 30 ms more.
+    node.control("fault 0 latency 30");
+    let started = std::time::Instant::now();
+    let mut refused = 0;
+    while refused == 0 && started.elapsed() < std::time::Duration::from_secs(20) {
+        if post(&server) == 503 {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "a slow cluster must push back");
+    let slow = limit(&server);
+    assert!(slow < healthy, "limit {healthy} -> {slow} under latency");
+
+    node.control("clear");
+    drained(&server);
+    assert_eq!(server.get("/ready").status, 200);
+    assert!(server.terminate().success());
+    let stored: std::collections::BTreeSet<String> = node
+        .control("rows")
+        .iter()
+        .map(|row| row["event_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(stored, accepted);
+}
