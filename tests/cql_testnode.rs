@@ -76,6 +76,47 @@ impl TestNode {
     }
 }
 
+impl TestNode {
+    /// `tidegate schema apply` against this node, replication factor 1; returns its stdout.
+    fn apply_schema(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+            .args(["schema", "apply"])
+            .env(
+                "TIDEGATE_SCYLLA_CONTACT_POINTS",
+                format!("127.0.0.1:{}", self.port),
+            )
+            .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The event_id of every row the node stores.
+    fn stored_event_ids(&self) -> std::collections::BTreeSet<String> {
+        self.control("rows")
+            .iter()
+            .map(|row| row["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// Waits (bounded) until tidegate's rings are empty: everything accepted was written.
+fn wait_drained(server: &support::Server) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.metric("tidegate_ring_events") > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rings never drained"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 impl Drop for TestNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -190,21 +231,7 @@ async fn token_aware_writes_land_on_the_owning_shard() {
 async fn tidegate_schema_apply_is_idempotent() {
     let node = TestNode::start(3, 2);
     for _ in 0..2 {
-        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args(["schema", "apply"])
-            .env(
-                "TIDEGATE_SCYLLA_CONTACT_POINTS",
-                format!("127.0.0.1:{}", node.port),
-            )
-            .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("applied: CREATE TABLE"));
+        assert!(node.apply_schema().contains("applied: CREATE TABLE"));
     }
     let session = connect(&node).await;
     session.refresh_metadata().await.unwrap();
@@ -230,17 +257,7 @@ async fn tidegate_schema_apply_is_idempotent() {
 fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
     let node = TestNode::start(3, 4);
     let contact = format!("127.0.0.1:{}", node.port);
-    let applied = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(["schema", "apply"])
-        .env("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)
-        .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
-        .output()
-        .unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
+    node.apply_schema();
     let mut server = support::Server::start_with_env(
         &["--shards", "2", "--sink", "scylla"],
         &[("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)],
@@ -268,11 +285,7 @@ fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
     for round in 0..40u64 {
         node.control("forget-writes");
         post(90, round * 5, 5);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while server.metric("tidegate_ring_events") > 0 {
-            assert!(std::time::Instant::now() < deadline, "ring never drained");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_drained(&server);
         if node.control("summary")[0]["misrouted_writes"] == 0 {
             converged = true;
             break;
@@ -282,11 +295,7 @@ fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
     assert!(converged, "shard-aware routing never converged");
     node.control("forget-writes");
     post(91, 0, 100);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while server.metric("tidegate_ring_events") > 0 {
-        assert!(std::time::Instant::now() < deadline, "ring never drained");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    wait_drained(&server);
     let metrics = server.get("/metrics").text();
     assert!(support::metric_sum(&metrics, "tidegate_scylla_batches_total") > 0);
     assert_eq!(
@@ -316,11 +325,7 @@ fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
         "SIGTERM drains the rings into ScyllaDB"
     );
 
-    let stored: std::collections::BTreeSet<String> = node
-        .control("rows")
-        .iter()
-        .map(|row| row["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = node.stored_event_ids();
     assert_eq!(
         stored, accepted,
         "every accepted event stored, nothing else"
@@ -336,13 +341,7 @@ fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
 fn an_overloaded_cluster_means_503_then_full_recovery() {
     let node = TestNode::start(3, 2);
     let contact = format!("127.0.0.1:{}", node.port);
-    let applied = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(["schema", "apply"])
-        .env("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)
-        .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
-        .output()
-        .unwrap();
-    assert!(applied.status.success());
+    node.apply_schema();
     let mut server = support::Server::start_with_env(
         &["--shards", "1", "--sink", "scylla"],
         &[
@@ -390,18 +389,10 @@ fn an_overloaded_cluster_means_503_then_full_recovery() {
     assert_eq!(server.metric("tidegate_sink_healthy"), 0);
 
     node.control("clear");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while server.metric("tidegate_ring_events") > 0 {
-        assert!(std::time::Instant::now() < deadline, "never recovered");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_drained(&server);
     assert_eq!(server.get("/ready").status, 200);
     assert!(server.terminate().success());
-    let stored: std::collections::BTreeSet<String> = node
-        .control("rows")
-        .iter()
-        .map(|row| row["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = node.stored_event_ids();
     assert_eq!(stored, accepted);
 }
 
@@ -466,11 +457,7 @@ fn spool_replay_writes_a_spool_into_the_cluster() {
     let report = run(&["spool", "replay", &data_dir]);
     assert!(report.contains("damaged records skipped"), "{report}");
     assert!(report.contains("skipped Damaged"), "{report}");
-    let stored: std::collections::BTreeSet<String> = node
-        .control("rows")
-        .iter()
-        .map(|row| row["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = node.stored_event_ids();
     assert_eq!(stored, intact);
     run(&["spool", "replay", &data_dir]);
     assert_eq!(node.control("summary")[0]["rows"], 2 * intact.len());
@@ -482,13 +469,7 @@ fn spool_replay_writes_a_spool_into_the_cluster() {
 fn a_stalled_node_means_503_and_nothing_lost() {
     let node = TestNode::start(3, 2);
     let contact = format!("127.0.0.1:{}", node.port);
-    let applied = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(["schema", "apply"])
-        .env("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)
-        .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
-        .output()
-        .unwrap();
-    assert!(applied.status.success());
+    node.apply_schema();
     let mut server = support::Server::start_with_env(
         &["--shards", "1", "--sink", "scylla"],
         &[
@@ -523,17 +504,9 @@ fn a_stalled_node_means_503_and_nothing_lost() {
     assert_eq!(server.get("/ready").status, 503);
 
     node.control("clear");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while server.metric("tidegate_ring_events") > 0 {
-        assert!(std::time::Instant::now() < deadline, "never recovered");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_drained(&server);
     assert!(server.terminate().success());
-    let stored: std::collections::BTreeSet<String> = node
-        .control("rows")
-        .iter()
-        .map(|row| row["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = node.stored_event_ids();
     // Every accepted event is stored and nothing else: rows only come from the ring. A
     // write that timed out may also have landed late (the stalled node answered after its
     // stall), so rows can repeat; the primary key makes a repeat the same row.
@@ -548,13 +521,7 @@ fn a_stalled_node_means_503_and_nothing_lost() {
 fn latency_lowers_the_adaptive_limit_and_backs_up_into_503() {
     let node = TestNode::start(1, 1);
     let contact = format!("127.0.0.1:{}", node.port);
-    let applied = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args(["schema", "apply"])
-        .env("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)
-        .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
-        .output()
-        .unwrap();
-    assert!(applied.status.success());
+    node.apply_schema();
     let mut server = support::Server::start_with_env(
         &["--shards", "1", "--sink", "scylla"],
         &[
@@ -590,18 +557,11 @@ fn latency_lowers_the_adaptive_limit_and_backs_up_into_503() {
         }
         status
     };
-    let drained = |server: &support::Server| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while server.metric("tidegate_ring_events") > 0 {
-            assert!(std::time::Instant::now() < deadline, "ring never drained");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
     // Healthy: the limit grows with successful batches.
     for _ in 0..100 {
         assert_eq!(post(&server), 202);
     }
-    drained(&server);
+    wait_drained(&server);
     let healthy = limit(&server);
     assert!(healthy > 3, "limit grew to {healthy}");
 
@@ -619,13 +579,9 @@ fn latency_lowers_the_adaptive_limit_and_backs_up_into_503() {
     assert!(slow < healthy, "limit {healthy} -> {slow} under latency");
 
     node.control("clear");
-    drained(&server);
+    wait_drained(&server);
     assert_eq!(server.get("/ready").status, 200);
     assert!(server.terminate().success());
-    let stored: std::collections::BTreeSet<String> = node
-        .control("rows")
-        .iter()
-        .map(|row| row["event_id"].as_str().unwrap().to_owned())
-        .collect();
+    let stored = node.stored_event_ids();
     assert_eq!(stored, accepted);
 }
