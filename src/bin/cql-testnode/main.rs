@@ -79,6 +79,8 @@ pub struct Faults {
     pub timeout: bool,
     /// Hold every request until lifted (a stalled node).
     pub stalled: bool,
+    /// Closed: open connections are dropped and new ones refused (a node that went down).
+    pub down: bool,
 }
 
 pub struct State {
@@ -216,6 +218,10 @@ async fn serve(args: Args) -> std::io::Result<()> {
             let announced_sa_port = std::sync::Arc::clone(&sa_port_cell);
             tokio::spawn(async move {
                 while let Ok((stream, peer)) = listener.accept().await {
+                    if state.lock().unwrap().faults[node].down {
+                        drop(stream); // a node that is down refuses connections
+                        continue;
+                    }
                     let shard = {
                         let mut s = state.lock().unwrap();
                         if shard_aware {
@@ -269,10 +275,23 @@ async fn connection(
     loop {
         let request = match frame::take_frame(&mut input) {
             Ok(Some(request)) => request,
-            Ok(None) => match stream.read_buf(&mut input).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            },
+            Ok(None) => {
+                // Wake now and then to notice the node going down, as a dead server's
+                // connections would break.
+                let read = tokio::time::timeout(
+                    std::time::Duration::from_millis(50),
+                    stream.read_buf(&mut input),
+                )
+                .await;
+                if state.lock().unwrap().faults[node].down {
+                    return;
+                }
+                match read {
+                    Err(_) => continue,
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(_)) => continue,
+                }
+            }
             Err(err) => {
                 frame::write_frame(
                     &mut output,
