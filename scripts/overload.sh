@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Overload run: the sink is stalled, offered load far exceeds what can be taken.
+#
+#   scripts/overload.sh [SECONDS] [CONNECTIONS] [RING_MIB]
+#
+# Starts tidegate (1 shard, spool sink stalled through the test-only gate, ring bounded to
+# RING_MIB MiB) on CPU 0, fills its ring, then drives wrk (100-event requests,
+# CONNECTIONS connections) on CPU 1 for SECONDS while sampling the server's RSS every
+# 100 ms. Once the ring is full every answer is a 503, so wrk's latency percentiles in
+# that phase are the 503 latencies. Reports the 503 share, their p50/p99, and peak RSS
+# against the configured buffer budget.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-10}
+connections=${2:-256}
+ring_mib=${3:-16}
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --quiet --bin tidegate
+
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+touch "$work/stall"
+TIDEGATE_RING_CAPACITY_BYTES=$((ring_mib << 20)) TIDEGATE_RING_CAPACITY_EVENTS=10000000 \
+  taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --data-dir "$work/data" \
+  --log-level error --test-stall-file "$work/stall" >"$work/out" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.05; done
+url=$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)
+rss() { awk '/VmRSS/ { print $2 }' "/proc/$pid/status"; }
+idle_rss=$(rss)
+
+# Phase 1: fill the ring (until the first 503).
+taskset -c 1 wrk -t1 -c16 -d3s -s bench/wrk/batch100.lua "$url/v1/events" >/dev/null 2>&1 || true
+filled=$(curl -s "$url/metrics" | awk '/^tidegate_ring_bytes/ { s += $2 } END { print s + 0 }')
+
+# Phase 2: overload, sampling RSS.
+peak=0
+( while kill -0 "$pid" 2>/dev/null; do rss; sleep 0.1; done ) >"$work/rss" &
+sampler=$!
+taskset -c 1 wrk -t1 -c"$connections" -d"${seconds}s" --latency -s bench/wrk/batch100.lua \
+  "$url/v1/events" >"$work/wrk.txt" 2>&1 || true
+kill "$sampler" 2>/dev/null || true
+peak=$(sort -n "$work/rss" | tail -1)
+requests=$(awk '/requests in/ { print $1 }' "$work/wrk.txt")
+non2xx=$(awk '/Non-2xx/ { print $NF }' "$work/wrk.txt"); non2xx=${non2xx:-0}
+p50=$(awk '$1 == "50%" { print $2 }' "$work/wrk.txt")
+p99=$(awk '$1 == "99%" { print $2 }' "$work/wrk.txt")
+rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.txt")
+budget_kib=$(( (ring_mib << 10) ))
+
+out="bench/results/overload-$(date -u +%Y%m%d-%H%M).md"
+{
+  echo "# Overload run, $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). tidegate (1 shard, spool sink stalled) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
+  echo "Command: \`scripts/overload.sh $seconds $connections $ring_mib\`"
+  echo
+  echo "| requests | requests/s | 503 share | 503 p50 | 503 p99 | ring filled (bytes) | RSS idle | RSS peak | ring budget |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  awk -v r="$requests" -v n="$non2xx" 'BEGIN { printf "| %s | ", r }'
+  awk -v rps="$rps" -v r="$requests" -v n="$non2xx" -v p50="$p50" -v p99="$p99" -v f="$filled" \
+    -v idle="$idle_rss" -v peak="$peak" -v b="$budget_kib" \
+    'BEGIN { printf "%s | %.4f | %s | %s | %d | %.1f MiB | %.1f MiB | %.1f MiB |\n", rps, (r ? n / r : 0), p50, p99, f, idle / 1024, peak / 1024, b / 1024 }'
+} | tee "$out"
+echo "written to $out"
