@@ -267,13 +267,10 @@ fn tidegate_writes_every_accepted_event_to_its_owning_shard() {
     let mut post = |series: u32, first: u64, requests: u64| {
         for r in first..first + requests {
             let ids: Vec<String> = (0..10).map(|k| support::uuid(series, r * 10 + k)).collect();
-            let body = format!(
-                "[{}]",
+            let body = support::json_array(
                 ids.iter()
                     .enumerate()
-                    .map(|(k, id)| support::event(&format!("user-{r}-{k}"), id))
-                    .collect::<Vec<_>>()
-                    .join(",")
+                    .map(|(k, id)| support::event(&format!("user-{r}-{k}"), id)),
             );
             let response = server.post_json(&body);
             assert_eq!(response.status, 202, "{}", response.text());
@@ -357,13 +354,7 @@ fn an_overloaded_cluster_means_503_then_full_recovery() {
     let mut refused = 0;
     for r in 0..40u64 {
         let ids: Vec<String> = (0..25).map(|k| support::uuid(95, r * 25 + k)).collect();
-        let body = format!(
-            "[{}]",
-            ids.iter()
-                .map(|id| support::event(&format!("u{r}"), id))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let body = support::json_array(ids.iter().map(|id| support::event(&format!("u{r}"), id)));
         match server.post_json(&body).status {
             202 => accepted.extend(ids),
             503 => refused += 1,
@@ -403,13 +394,10 @@ fn spool_replay_writes_a_spool_into_the_cluster() {
     let mut accepted = std::collections::BTreeSet::new();
     for r in 0..30u64 {
         let ids: Vec<String> = (0..10).map(|k| support::uuid(97, r * 10 + k)).collect();
-        let body = format!(
-            "[{}]",
+        let body = support::json_array(
             ids.iter()
                 .enumerate()
-                .map(|(k, id)| support::event(&format!("replayed-{r}-{k}"), id))
-                .collect::<Vec<_>>()
-                .join(",")
+                .map(|(k, id)| support::event(&format!("replayed-{r}-{k}"), id)),
         );
         assert_eq!(server.post_json(&body).status, 202);
         accepted.extend(ids);
@@ -485,13 +473,10 @@ fn a_stalled_node_means_503_and_nothing_lost() {
     let mut refused = 0;
     for r in 0..40u64 {
         let ids: Vec<String> = (0..25).map(|k| support::uuid(98, r * 25 + k)).collect();
-        let body = format!(
-            "[{}]",
+        let body = support::json_array(
             ids.iter()
                 .enumerate()
-                .map(|(k, id)| support::event(&format!("s{r}-{k}"), id))
-                .collect::<Vec<_>>()
-                .join(",")
+                .map(|(k, id)| support::event(&format!("s{r}-{k}"), id)),
         );
         match server.post_json(&body).status {
             202 => accepted.extend(ids),
@@ -543,13 +528,10 @@ fn latency_lowers_the_adaptive_limit_and_backs_up_into_503() {
         let ids: Vec<String> = (0..100)
             .map(|k| support::uuid(96, request * 100 + k))
             .collect();
-        let body = format!(
-            "[{}]",
+        let body = support::json_array(
             ids.iter()
                 .enumerate()
-                .map(|(k, id)| support::event(&format!("l{request}-{k}"), id))
-                .collect::<Vec<_>>()
-                .join(",")
+                .map(|(k, id)| support::event(&format!("l{request}-{k}"), id)),
         );
         let status = server.post_json(&body).status;
         if status == 202 {
@@ -614,13 +596,10 @@ fn a_node_that_goes_down_and_comes_back_is_followed() {
     let mut refused = 0;
     let mut send = |server: &support::Server, r: u64, refused: &mut u32| {
         let ids: Vec<String> = (0..25).map(|k| support::uuid(94, r * 25 + k)).collect();
-        let body = format!(
-            "[{}]",
+        let body = support::json_array(
             ids.iter()
                 .enumerate()
-                .map(|(k, id)| support::event(&format!("d{r}-{k}"), id))
-                .collect::<Vec<_>>()
-                .join(",")
+                .map(|(k, id)| support::event(&format!("d{r}-{k}"), id)),
         );
         match server.post_json(&body).status {
             202 => accepted.extend(ids),

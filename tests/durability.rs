@@ -16,13 +16,7 @@ fn spool_holds_exactly_the_accepted_events() {
     for i in 0..50u64 {
         // Accepted: arrays of three events with known ids and content.
         let ids: Vec<String> = (0..3).map(|k| uuid(10, i * 3 + k)).collect();
-        let body = format!(
-            "[{}]",
-            ids.iter()
-                .map(|id| event(&format!("user-{i}"), id))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let body = support::json_array(ids.iter().map(|id| event(&format!("user-{i}"), id)));
         assert_eq!(server.post_json(&body).status, 202);
         accepted.extend(ids);
         // Refused: a request with one bad event; its good events must not be stored.
@@ -74,13 +68,7 @@ fn a_stalled_sink_fills_the_ring_then_503_then_recovers() {
     let mut refused = 0;
     for i in 0..400u64 {
         let ids: Vec<String> = (0..50).map(|k| uuid(20, i * 50 + k)).collect();
-        let body = format!(
-            "[{}]",
-            ids.iter()
-                .map(|id| event("hot-user", id))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let body = support::json_array(ids.iter().map(|id| event("hot-user", id)));
         let r = server.post_json(&body);
         match r.status {
             202 => accepted.extend(ids),
@@ -145,13 +133,8 @@ fn sigterm_under_load_loses_no_accepted_event() {
                 while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
                     let ids: Vec<String> = (0..10).map(|k| uuid(30 + client, n * 10 + k)).collect();
                     n += 1;
-                    let body = format!(
-                        "[{}]",
-                        ids.iter()
-                            .map(|id| event(&format!("c{client}"), id))
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    );
+                    let body =
+                        support::json_array(ids.iter().map(|id| event(&format!("c{client}"), id)));
                     // Connections refused or reset once the server stops accepting are fine:
                     // only a 202 is a promise.
                     let Some(r) = support::try_request(
@@ -200,13 +183,7 @@ fn segments_rotate_by_size_and_read_back_in_order() {
     let mut accepted = BTreeSet::new();
     for i in 0..60u64 {
         let ids: Vec<String> = (0..5).map(|k| uuid(60, i * 5 + k)).collect();
-        let body = format!(
-            "[{}]",
-            ids.iter()
-                .map(|id| event("rotating", id))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+        let body = support::json_array(ids.iter().map(|id| event("rotating", id)));
         assert_eq!(server.post_json(&body).status, 202);
         accepted.extend(ids);
         std::thread::sleep(Duration::from_millis(2));

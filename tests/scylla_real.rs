@@ -39,13 +39,10 @@ async fn every_accepted_event_reaches_a_real_cluster() {
     let mut accepted = Vec::new();
     for r in 0..50u64 {
         let ids: Vec<String> = (0..20).map(|k| support::uuid(99, r * 20 + k)).collect();
-        let body = format!(
-            "[{}]",
+        let body = support::json_array(
             ids.iter()
                 .enumerate()
-                .map(|(k, id)| support::event(&format!("real-{r}-{}", k % 4), id))
-                .collect::<Vec<_>>()
-                .join(",")
+                .map(|(k, id)| support::event(&format!("real-{r}-{}", k % 4), id)),
         );
         assert_eq!(server.post_json(&body).status, 202);
         accepted.extend(

@@ -282,6 +282,11 @@ pub fn read_response(reader: &mut impl BufRead) -> Option<Response> {
     })
 }
 
+/// A JSON array body of the given event objects.
+pub fn json_array(events: impl IntoIterator<Item = String>) -> String {
+    format!("[{}]", events.into_iter().collect::<Vec<_>>().join(","))
+}
+
 /// A valid event with a client-chosen id.
 pub fn event(user: &str, id: &str) -> String {
     format!(
