@@ -1,31 +1,50 @@
 //! The one place where tidegate decides to answer 503.
 //!
-//! A validated request is admitted only if its shard can take every one of its events now;
+//! A validated request is admitted only if every one of its events can be kept now;
 //! otherwise nothing of it is kept and the client is told to retry. Each reason for
 //! refusing is an [`UnavailableCause`], so the metrics, the response body and the logs all
-//! name the same cause. The Kafka overflow stage slots in here: between "the ring is full"
-//! and "503" it will try the spill before giving up.
+//! name the same cause.
+//!
+//! Without the Kafka overflow the decision is simple: the whole request fits this shard's
+//! ring, or 503. With it, a request the ring cannot take (and any event of a user over the
+//! hot-key limit) is spilled to the overflow topic, and only a spill that fails — the
+//! producer's queue is full, the broker is unreachable, or acknowledgements miss their
+//! deadline — ends in 503. The spilled part always goes first: once the broker has
+//! acknowledged it, putting the rest in the ring cannot fail in a way that leaves a
+//! refused request half-kept in the ring.
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::ring::Ring;
+use crate::overflow::hot_keys::HotKeys;
+use crate::overflow::spill::Spill;
+use crate::overflow::stats::SpillFailure;
+use crate::ring::{Ring, RingFull};
 
 /// Why a request was refused with 503. Every 503 tidegate sends has exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnavailableCause {
-    /// The shard's ring cannot hold the whole request (events or bytes).
+    /// The shard's ring cannot hold the whole request (events or bytes), and there is no
+    /// overflow to spill to.
     RingFull,
     /// The server is shutting down and accepts nothing new.
     ShuttingDown,
     /// The shard already serves its maximum number of connections.
     ConnectionLimit,
+    /// The spill was needed, but the Kafka producer's queue cannot take the request.
+    OverflowSaturated,
+    /// The spill was needed, but the broker did not acknowledge every event in time.
+    OverflowUnavailable,
 }
 
 impl UnavailableCause {
-    pub const ALL: [UnavailableCause; 3] = [
+    pub const ALL: [UnavailableCause; 5] = [
         UnavailableCause::RingFull,
         UnavailableCause::ShuttingDown,
         UnavailableCause::ConnectionLimit,
+        UnavailableCause::OverflowSaturated,
+        UnavailableCause::OverflowUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +52,8 @@ impl UnavailableCause {
             UnavailableCause::RingFull => "ring_full",
             UnavailableCause::ShuttingDown => "shutting_down",
             UnavailableCause::ConnectionLimit => "connection_limit",
+            UnavailableCause::OverflowSaturated => "overflow_saturated",
+            UnavailableCause::OverflowUnavailable => "overflow_unavailable",
         }
     }
 
@@ -45,6 +66,13 @@ impl UnavailableCause {
             UnavailableCause::ConnectionLimit => {
                 "too many connections to this shard; nothing was kept"
             }
+            UnavailableCause::OverflowSaturated => {
+                "the buffer is full and the overflow queue cannot take the request; nothing was kept"
+            }
+            UnavailableCause::OverflowUnavailable => {
+                "the buffer is full and the overflow topic did not acknowledge the request in time; \
+                 it was not accepted (events with a client-set event_id are safe to retry)"
+            }
         }
     }
 
@@ -53,16 +81,183 @@ impl UnavailableCause {
     }
 }
 
-/// Admits a request's events into the shard's ring, all of them or none.
+impl From<SpillFailure> for UnavailableCause {
+    fn from(why: SpillFailure) -> Self {
+        match why {
+            SpillFailure::QueueFull => UnavailableCause::OverflowSaturated,
+            SpillFailure::Deadline | SpillFailure::Broker => UnavailableCause::OverflowUnavailable,
+        }
+    }
+}
+
+/// What the synchronous part of admission decided.
+#[derive(Debug)]
+pub enum Admission {
+    /// Every event is in the ring.
+    InRing,
+    /// The request needs the overflow; finish it with [`spill`].
+    Spill(SpillPlan),
+}
+
+/// The events of a request that must go through the overflow topic.
+#[derive(Debug)]
+pub struct SpillPlan {
+    /// Events of users over the hot-key limit: always spilled.
+    hot: Vec<Bytes>,
+    /// The other events: for the ring if `rest_to_ring`, else spilled with `hot`.
+    rest: Vec<Bytes>,
+    rest_to_ring: bool,
+}
+
+impl SpillPlan {
+    pub fn events(&self) -> usize {
+        self.hot.len() + self.rest.len()
+    }
+}
+
+/// The overflow, as a shard's admission sees it.
+pub struct OverflowGate<'a> {
+    pub hot_keys: Option<&'a mut HotKeys>,
+}
+
+/// Admits a request's events, all of them or none, without waiting for anything: into the
+/// ring, or — when `overflow` is configured — into a plan for [`spill`].
 pub fn admit(
     ring: &mut Ring,
     chunk: &Bytes,
     ends: &[usize],
     shutting_down: bool,
-) -> Result<(), UnavailableCause> {
+    overflow: Option<OverflowGate<'_>>,
+) -> Result<Admission, UnavailableCause> {
     if shutting_down {
         return Err(UnavailableCause::ShuttingDown);
     }
-    ring.push_all(chunk, ends)
-        .map_err(|_| UnavailableCause::RingFull)
+    let Some(overflow) = overflow else {
+        return ring
+            .push_all(chunk, ends)
+            .map(|()| Admission::InRing)
+            .map_err(|_| UnavailableCause::RingFull);
+    };
+    if let Some(hot_keys) = overflow.hot_keys {
+        if let Some(plan) = split_hot(hot_keys, ring, chunk, ends) {
+            return Ok(Admission::Spill(plan));
+        }
+    }
+    match ring.push_all(chunk, ends) {
+        Ok(()) => Ok(Admission::InRing),
+        Err(RingFull { .. }) => Ok(Admission::Spill(SpillPlan {
+            hot: Vec::new(),
+            rest: slices(chunk, ends).collect(),
+            rest_to_ring: false,
+        })),
+    }
+}
+
+fn slices<'a>(chunk: &'a Bytes, ends: &'a [usize]) -> impl Iterator<Item = Bytes> + 'a {
+    let mut start = 0;
+    ends.iter().map(move |&end| {
+        let event = chunk.slice(start..end);
+        start = end;
+        event
+    })
+}
+
+/// Takes a hot-key token for every event; `None` if no event is over its user's limit.
+fn split_hot(
+    hot_keys: &mut HotKeys,
+    ring: &Ring,
+    chunk: &Bytes,
+    ends: &[usize],
+) -> Option<SpillPlan> {
+    let now = Instant::now();
+    let mut over_limit = Vec::new();
+    let mut start = 0;
+    for (i, &end) in ends.iter().enumerate() {
+        let user = crate::event::encoded::user_id_bytes(&chunk[start..end]).unwrap_or_default();
+        if !hot_keys.admit(user, now) {
+            over_limit.push(i);
+        }
+        start = end;
+    }
+    if over_limit.is_empty() {
+        return None;
+    }
+    let (mut hot, mut rest) = (Vec::new(), Vec::new());
+    let mut next_hot = over_limit.iter().peekable();
+    for (i, event) in slices(chunk, ends).enumerate() {
+        if next_hot.peek() == Some(&&i) {
+            next_hot.next();
+            hot.push(event);
+        } else {
+            rest.push(event);
+        }
+    }
+    let rest_bytes = rest.iter().map(Bytes::len).sum();
+    // If the ring cannot take the rest now, one spill of everything beats two.
+    let rest_to_ring = ring.fits(rest.len(), rest_bytes).is_ok();
+    Some(SpillPlan {
+        hot,
+        rest,
+        rest_to_ring,
+    })
+}
+
+/// What a completed spill kept, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spilled {
+    /// Events acknowledged by the broker.
+    pub events: usize,
+    /// Of those, events sent there by the hot-key limit.
+    pub hot_key_events: usize,
+    /// From the first produce to the last acknowledgement.
+    pub elapsed: Duration,
+}
+
+/// Finishes a request that needs the overflow: spills, then offers the rest to the ring
+/// through `push_to_ring` (spilling it as well if the ring has filled meanwhile).
+pub async fn spill(
+    plan: SpillPlan,
+    shard: usize,
+    overflow: &Spill,
+    push_to_ring: impl FnOnce(&[Bytes]) -> Result<(), UnavailableCause>,
+) -> Result<Spilled, UnavailableCause> {
+    let SpillPlan {
+        mut hot,
+        rest,
+        rest_to_ring,
+    } = plan;
+    let hot_key_events = hot.len();
+    if !rest_to_ring {
+        hot.extend(rest);
+        let elapsed = overflow.send(shard, &hot).await?;
+        return Ok(Spilled {
+            events: hot.len(),
+            hot_key_events,
+            elapsed,
+        });
+    }
+    let mut elapsed = overflow.send(shard, &hot).await?;
+    let mut events = hot.len();
+    match push_to_ring(&rest) {
+        Ok(()) => {}
+        Err(UnavailableCause::RingFull) => match overflow.send(shard, &rest).await {
+            Ok(more) => {
+                elapsed += more;
+                events += rest.len();
+            }
+            Err(why) => {
+                overflow.orphan(Vec::new(), hot.len());
+                return Err(why.into());
+            }
+        },
+        Err(cause) => {
+            overflow.orphan(Vec::new(), hot.len());
+            return Err(cause);
+        }
+    }
+    Ok(Spilled {
+        events,
+        hot_key_events,
+        elapsed,
+    })
 }

@@ -49,6 +49,10 @@ pub struct Options {
     /// Directory of the spool's segment files (spool.data_dir).
     #[arg(long, global = true, env = "TIDEGATE_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Kafka brokers of the overflow topic, comma-separated; none = no overflow
+    /// (kafka.brokers).
+    #[arg(long, global = true, value_name = "HOST:PORT,...")]
+    pub kafka_brokers: Option<String>,
     /// Log format: text or json (log.format).
     #[arg(long, global = true, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -77,6 +81,9 @@ pub enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Drain the Kafka overflow topic into the configured sink, as a process of its own,
+    /// until SIGTERM or SIGINT (`kafka.drain = true` runs the same drain in the server).
+    Drain,
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -128,6 +135,7 @@ impl Options {
             "spool.data_dir",
             self.data_dir.as_ref().map(|d| d.display().to_string()),
         );
+        add("kafka.brokers", self.kafka_brokers.clone());
         add("log.format", self.log_format.clone());
         add("log.level", self.log_level.clone());
         flags
@@ -174,6 +182,7 @@ pub fn main() -> ExitCode {
         Command::Schema {
             command: SchemaCommand::Apply,
         } => schema_apply(&config),
+        Command::Drain => drain(config),
         Command::Config {
             command: ConfigCommand::Print,
         } => {
@@ -232,6 +241,54 @@ fn spool_replay(config: &Config, dir: &Path) -> anyhow::Result<()> {
     eprintln!(
         "tidegate spool replay: {} events from {} segments written; {} damaged records skipped",
         summary.events, summary.segments, summary.damaged
+    );
+    Ok(())
+}
+
+fn drain(config: Config) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    init_logging(&config);
+    if !config.overflow_enabled() {
+        anyhow::bail!("nothing to drain: kafka.brokers is empty");
+    }
+    let dispatcher = match config.sink.kind {
+        crate::sink::SinkKind::Scylla => Some(
+            crate::sink::scylla::dispatch::Dispatcher::start(&config)
+                .context("cannot start the ScyllaDB sink")?,
+        ),
+        _ => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])
+    .context("cannot install signal handlers")?;
+    let on_signal = stop.clone();
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            on_signal.store(true, Ordering::Relaxed);
+        }
+    });
+    let (topic, sink) = (config.kafka.topic.clone(), config.sink.kind);
+    let stats = Arc::new(crate::overflow::stats::OverflowStats::default());
+    // Alone, the drain cannot see an edge's rings: it backs off only on its sink's errors.
+    let handle = crate::overflow::drain::spawn(
+        Arc::new(config),
+        dispatcher,
+        stats,
+        Box::new(|| None),
+        stop,
+    )?;
+    println!("tidegate drain: draining topic {topic} into the {sink} sink");
+    let summary = handle
+        .join()
+        .map_err(|e| anyhow::anyhow!("drain thread failed: {e}"))??;
+    eprintln!(
+        "tidegate drain: {} events written in {} batches",
+        summary.events, summary.batches
     );
     Ok(())
 }

@@ -33,7 +33,66 @@ pub struct Config {
     pub spool: SpoolSection,
     pub scylla: ScyllaConfig,
     pub schema: SchemaConfig,
+    pub kafka: KafkaConfig,
     pub log: LogConfig,
+}
+
+/// The Kafka overflow: where a full ring spills, and the drain that brings spilled events
+/// back. With no brokers configured there is no overflow and a full ring means 503.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, `host:port`; empty turns the overflow off. From the environment:
+    /// comma-separated.
+    pub brokers: Vec<String>,
+    pub topic: String,
+    /// Create the topic at start-up if it is missing (brokers such as tansu do not
+    /// auto-create topics), with this many partitions and this replication factor.
+    pub create_topic: bool,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// A spilled request is answered 202 only once the broker acknowledged every event
+    /// (acks=all) within this deadline; otherwise 503.
+    pub ack_deadline_ms: u64,
+    /// The producer's local queue: beyond either bound a spill is refused at once (503).
+    pub queue_max_messages: u32,
+    pub queue_max_kbytes: u32,
+    pub linger_ms: u32,
+    /// none, gzip, snappy, lz4 or zstd.
+    pub compression: String,
+    /// Consumer group of the drain.
+    pub consumer_group: String,
+    /// Run the drain inside the server (otherwise run `tidegate drain` as its own process).
+    pub drain: bool,
+    /// Events the drain writes to the sink per batch (and commits per offset commit).
+    pub drain_batch_events: usize,
+    /// Per user_id and shard, events per second beyond which that user's events go
+    /// straight to the overflow topic; 0 turns the hot-key limit off.
+    pub hot_key_events_per_second: u32,
+    /// Events a user may send at once before the per-second limit applies.
+    pub hot_key_burst: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: Vec::new(),
+            topic: "tidegate-overflow".into(),
+            create_topic: true,
+            partitions: 12,
+            replication_factor: 1,
+            ack_deadline_ms: 2_000,
+            queue_max_messages: 100_000,
+            queue_max_kbytes: 64 * 1024,
+            linger_ms: 5,
+            compression: "zstd".into(),
+            consumer_group: "tidegate-drain".into(),
+            drain: false,
+            drain_batch_events: 5_000,
+            hot_key_events_per_second: 0,
+            hot_key_burst: 1_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -387,6 +446,7 @@ impl Config {
         self.schema
             .validate()
             .map_err(|message| invalid("schema", message))?;
+        self.validate_kafka()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be text or json"));
         }
@@ -394,6 +454,55 @@ impl Config {
             return Err(invalid("log.level", "is not a valid tracing filter"));
         }
         Ok(())
+    }
+
+    fn validate_kafka(&self) -> Result<(), ConfigError> {
+        let kafka = &self.kafka;
+        if kafka.topic.is_empty() {
+            return Err(invalid("kafka.topic", "must not be empty"));
+        }
+        if kafka.partitions < 1 || kafka.replication_factor < 1 {
+            return Err(invalid(
+                "kafka.partitions",
+                "kafka.partitions and kafka.replication_factor must be at least 1",
+            ));
+        }
+        if kafka.ack_deadline_ms == 0 || kafka.queue_max_messages == 0 {
+            return Err(invalid(
+                "kafka.ack_deadline_ms",
+                "kafka.ack_deadline_ms and kafka.queue_max_messages must be greater than 0",
+            ));
+        }
+        if !matches!(
+            kafka.compression.as_str(),
+            "none" | "gzip" | "snappy" | "lz4" | "zstd"
+        ) {
+            return Err(invalid(
+                "kafka.compression",
+                "must be none, gzip, snappy, lz4 or zstd",
+            ));
+        }
+        if kafka.drain_batch_events == 0 {
+            return Err(invalid(
+                "kafka.drain_batch_events",
+                "must be greater than 0",
+            ));
+        }
+        if kafka.brokers.is_empty() && (kafka.drain || kafka.hot_key_events_per_second > 0) {
+            return Err(invalid(
+                "kafka.brokers",
+                "the drain and the hot-key limit need the overflow topic: name its brokers",
+            ));
+        }
+        if kafka.hot_key_events_per_second > 0 && kafka.hot_key_burst == 0 {
+            return Err(invalid("kafka.hot_key_burst", "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// Whether a full ring spills to Kafka (rather than answering 503 at once).
+    pub fn overflow_enabled(&self) -> bool {
+        !self.kafka.brokers.is_empty()
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {

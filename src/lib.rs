@@ -9,13 +9,13 @@
 //!        │ body
 //!  event     (simd-json in place → validated, encoded events; all or nothing)
 //!        │ encoded batch
-//!  admission (does the whole request fit? if not: 503 + Retry-After)
-//!        │
+//!  admission (does the whole request fit? if not: spill, or 503 + Retry-After)
+//!        │                     └──▶ overflow (Kafka topic; drained back into the sink)
 //!  ring      (per-core, bounded in events and bytes)
 //!        │
 //!  writer    (batches by count, bytes and delay; retries; never drops)
 //!        │
-//!  sink      (spool segment files, or blackhole)
+//!  sink      (spool segment files, ScyllaDB, or blackhole)
 //! ```
 
 // 1. HTTP ingress
@@ -26,6 +26,9 @@ pub mod event;
 
 // 3. The 503 decision
 pub mod admission;
+
+// 3b. The Kafka overflow: spill, hot keys, drain
+pub mod overflow;
 
 // 4. The per-core ring
 pub mod ring;

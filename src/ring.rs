@@ -89,6 +89,16 @@ impl Ring {
         Ok(())
     }
 
+    /// Appends events that are already separate slices (the part of a request the hot-key
+    /// limit left for the ring). All are added or, if they do not fit, none.
+    pub fn push_events(&mut self, events: &[Bytes]) -> Result<(), RingFull> {
+        let bytes = events.iter().map(Bytes::len).sum();
+        self.fits(events.len(), bytes)?;
+        self.events.extend(events.iter().cloned());
+        self.bytes += bytes;
+        Ok(())
+    }
+
     /// Copies handles to the oldest events into `batch` — up to `max_events` of them and
     /// no more than `max_bytes` (at least one event, however large) — without removing
     /// them. Returns the bytes peeked.
@@ -193,6 +203,20 @@ mod tests {
         assert!(r.push_all(&chunk, &[3, 7, 9]).is_err());
         assert!(r.is_empty());
         assert_eq!(r.bytes(), 0);
+    }
+
+    #[test]
+    fn separate_events_are_pushed_all_or_none() {
+        let mut r = ring(3, 6);
+        let events = [Bytes::from_static(b"aa"), Bytes::from_static(b"bbb")];
+        r.push_events(&events).unwrap();
+        assert_eq!((r.len(), r.bytes()), (2, 5));
+        assert!(r.push_events(&events).is_err(), "3 more bytes do not fit");
+        assert_eq!(
+            (r.len(), r.bytes()),
+            (2, 5),
+            "nothing of a refused push is kept"
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The process: sockets, one pinned thread per shard, signals, and orderly exit.
 
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
@@ -8,6 +10,9 @@ use thiserror::Error;
 use crate::config::Config;
 use crate::ingress::listener;
 use crate::observe::metrics::Metrics;
+use crate::overflow::drain;
+use crate::overflow::spill::{self, Spill};
+use crate::overflow::stats::OverflowStats;
 use crate::shard::{self, ShardSetup};
 use crate::shutdown::Shutdown;
 use crate::sink::gate::GateFiles;
@@ -27,6 +32,10 @@ pub enum ServerError {
     Signals(std::io::Error),
     #[error("cannot start the ScyllaDB sink: {0}")]
     Scylla(#[from] crate::sink::scylla::dispatch::DispatchError),
+    #[error("cannot start the Kafka overflow: {0}")]
+    Overflow(#[from] crate::overflow::spill::OverflowError),
+    #[error("cannot start the drain: {0}")]
+    Drain(#[from] crate::overflow::drain::DrainError),
     #[error("shard {shard} failed: {message}")]
     Shard { shard: usize, message: String },
 }
@@ -48,8 +57,24 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
     if let Some(dispatcher) = &dispatcher {
         metrics.add_source(dispatcher.stats.clone());
     }
+    let spill = if config.overflow_enabled() {
+        Some(start_overflow(&config, &metrics)?)
+    } else {
+        None
+    };
     let shutdown = Arc::new(Shutdown::default());
     watch_signals(shutdown.clone())?;
+    let stop_drain = Arc::new(AtomicBool::new(false));
+    let drain = match &spill {
+        Some(spill) if config.kafka.drain => Some(drain::spawn(
+            config.clone(),
+            dispatcher.clone(),
+            spill.stats.clone(),
+            edge_pressure(metrics.clone(), spill.stats.clone()),
+            stop_drain.clone(),
+        )?),
+        _ => None,
+    };
 
     let cpus: Vec<usize> = if config.server.pin_cores {
         CpuSet::online()
@@ -73,6 +98,7 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
             shutdown: shutdown.clone(),
             gate_files: gate_files.clone(),
             dispatcher: dispatcher.clone(),
+            spill: spill.clone(),
             started: started_tx.clone(),
         };
         let handle = LocalExecutorBuilder::new(placement)
@@ -119,9 +145,58 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
             first_error.get_or_insert(ServerError::Shard { shard: id, message });
         }
     }
+    if let Some(drain) = drain {
+        stop_drain.store(true, Relaxed);
+        match drain.join() {
+            Ok(Ok(summary)) => tracing::info!(events = summary.events, "drain stopped"),
+            Ok(Err(err)) => tracing::error!(error = %err, "drain failed"),
+            Err(err) => tracing::error!(error = %err, "drain thread failed"),
+        }
+    }
+    if let Some(spill) = &spill {
+        // Every 202 was acknowledged already; this only settles orphans of refused requests.
+        spill.flush(std::time::Duration::from_secs(5));
+    }
     let (accepted, flushed, in_rings) = metrics.outcome_totals();
     tracing::info!(accepted, flushed, in_rings, "stopped");
     first_error.map_or(Ok(()), Err)
+}
+
+/// Creates the overflow topic if needed and the shared producer. A broker that cannot be
+/// reached at start-up does not stop the server: requests that need the spill get 503
+/// until it is back, as they would without an overflow.
+fn start_overflow(config: &Config, metrics: &Metrics) -> Result<Arc<Spill>, ServerError> {
+    let kafka = &config.kafka;
+    if kafka.create_topic {
+        match spill::ensure_topic(kafka) {
+            Ok(true) => tracing::info!(topic = %kafka.topic, "created the overflow topic"),
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "overflow topic not verified; spills will fail until it exists")
+            }
+        }
+    }
+    let stats = Arc::new(OverflowStats::default());
+    metrics.add_source(stats.clone());
+    Ok(Arc::new(Spill::connect(kafka, stats)?))
+}
+
+/// What makes the in-process drain hold off: live traffic comes first.
+fn edge_pressure(metrics: Arc<Metrics>, stats: Arc<OverflowStats>) -> drain::Pressure {
+    Box::new(move || {
+        if stats.spilling() {
+            return Some("the edge is spilling".into());
+        }
+        metrics.shards().find_map(|(id, shard)| {
+            if shard.above_high_water() {
+                Some(format!("shard {id}: ring above its high-water mark"))
+            } else if shard.sink_failing.load(Relaxed) {
+                Some(format!("shard {id}: sink writes failing"))
+            } else {
+                None
+            }
+        })
+    })
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one is logged and ignored, since

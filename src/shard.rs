@@ -16,6 +16,9 @@ use crate::config::Config;
 use crate::event::BatchParser;
 use crate::ingress::{self, listener, IngressContext};
 use crate::observe::metrics::Metrics;
+use crate::overflow::hot_keys::HotKeys;
+use crate::overflow::spill::Spill;
+use crate::overflow::ShardOverflow;
 use crate::ring::ShardRing;
 use crate::shutdown::Shutdown;
 use crate::sink::blackhole::Blackhole;
@@ -37,6 +40,8 @@ pub struct ShardSetup {
     pub gate_files: GateFiles,
     /// The driver's handle, when the sink is ScyllaDB.
     pub dispatcher: Option<Dispatcher>,
+    /// The Kafka overflow's producer, shared by every shard, when configured.
+    pub spill: Option<Arc<Spill>>,
     /// Told once the shard is serving, or why it could not start.
     pub started: std::sync::mpsc::Sender<Result<usize, String>>,
 }
@@ -51,6 +56,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         shutdown,
         gate_files,
         dispatcher,
+        spill,
         started,
     } = setup;
     let capacity = config.ring_capacity();
@@ -103,6 +109,10 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         ring.clone(),
         metrics.clone(),
         shutdown,
+        spill.map(|spill| ShardOverflow {
+            spill,
+            hot_keys: hot_keys(&config),
+        }),
     ));
     let _ = started.send(Ok(id));
     ingress::serve(ctx, listener, config.connection_policy()).await;
@@ -112,6 +122,13 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
     let result = writer.await;
     tracing::info!(shard = id, "shard drained and stopped");
     result
+}
+
+/// This shard's hot-key buckets, when the limit is on.
+fn hot_keys(config: &Config) -> Option<HotKeys> {
+    let kafka = &config.kafka;
+    (config.overflow_enabled() && kafka.hot_key_events_per_second > 0)
+        .then(|| HotKeys::new(kafka.hot_key_events_per_second, kafka.hot_key_burst))
 }
 
 /// Spawns the writer into a task queue of its own.

@@ -5,9 +5,7 @@
 //! schema, and its token- and shard-aware routing lands every write on the node and shard
 //! that own its rows, as the test node's own records confirm.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
@@ -15,114 +13,7 @@ use scylla::statement::batch::{Batch, BatchType};
 
 mod support;
 
-struct TestNode {
-    child: Child,
-    port: u16,
-    control: u16,
-}
-
-impl TestNode {
-    fn start(nodes: usize, shards: usize) -> TestNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cql-testnode"))
-            .args([
-                "--nodes",
-                &nodes.to_string(),
-                "--shards",
-                &shards.to_string(),
-            ])
-            .args([
-                "--port",
-                "0",
-                "--shard-aware-port",
-                "0",
-                "--control-port",
-                "0",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let field = |name: &str| -> u16 {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let at = words
-                .iter()
-                .position(|w| *w == name)
-                .unwrap_or_else(|| panic!("{line}"));
-            words[at + 1].parse().unwrap()
-        };
-        TestNode {
-            port: field("port"),
-            control: field("control-port"),
-            child,
-        }
-    }
-
-    fn control(&self, command: &str) -> Vec<serde_json::Value> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.control)).unwrap();
-        writeln!(stream, "{command}").unwrap();
-        let mut out = Vec::new();
-        for line in BufReader::new(stream).lines() {
-            let line = line.unwrap();
-            if line == "END" {
-                break;
-            }
-            assert!(!line.starts_with("error"), "{line}");
-            out.push(serde_json::from_str(&line).unwrap());
-        }
-        out
-    }
-}
-
-impl TestNode {
-    /// `tidegate schema apply` against this node, replication factor 1; returns its stdout.
-    fn apply_schema(&self) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-            .args(["schema", "apply"])
-            .env(
-                "TIDEGATE_SCYLLA_CONTACT_POINTS",
-                format!("127.0.0.1:{}", self.port),
-            )
-            .env("TIDEGATE_SCHEMA_REPLICATION_FACTOR", "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The event_id of every row the node stores.
-    fn stored_event_ids(&self) -> std::collections::BTreeSet<String> {
-        self.control("rows")
-            .iter()
-            .map(|row| row["event_id"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
-
-/// Waits (bounded) until tidegate's rings are empty: everything accepted was written.
-fn wait_drained(server: &support::Server) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while server.metric("tidegate_ring_events") > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the rings never drained"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::testnode::{wait_drained, TestNode};
 
 const SCHEMA: [&str; 2] = [
     "CREATE KEYSPACE IF NOT EXISTS tidegate WITH replication = \

@@ -3,7 +3,9 @@
 //! Everything after the body has arrived runs without an await, on this shard's reusable
 //! buffers: the parse state, the encode buffer and the ring are borrowed, used and released
 //! before the handler yields, so concurrent requests on one core never see each other's
-//! half-done work, and a request's events reach the ring together or not at all.
+//! half-done work, and a request's events reach the ring together or not at all. The one
+//! exception is a request that must be spilled to the Kafka overflow: it waits for the
+//! broker's acknowledgements holding only its own events (slices of its own buffer).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -18,9 +20,12 @@ use hyper::{Method, Request, StatusCode};
 
 use super::body::{self, BodyError, ContentEncoding};
 use super::response::{self, Reply};
-use crate::admission::{self, UnavailableCause};
+use crate::admission::{self, Admission, OverflowGate, SpillPlan, UnavailableCause};
 use crate::event::{BatchError, BatchParser, BodyFormat, EncodedBatch};
 use crate::observe::metrics::{EventRejection, Metrics, RequestRejection, Route};
+use crate::overflow::hot_keys::HotKeys;
+use crate::overflow::spill::Spill;
+use crate::overflow::ShardOverflow;
 use crate::ring::ShardRing;
 use crate::shutdown::Shutdown;
 
@@ -45,6 +50,9 @@ pub struct IngressContext {
     pub ring: Rc<ShardRing>,
     pub metrics: Arc<Metrics>,
     pub shutdown: Arc<Shutdown>,
+    /// The Kafka overflow, when configured, and this shard's hot-key buckets.
+    pub spill: Option<Arc<Spill>>,
+    hot_keys: RefCell<Option<HotKeys>>,
     parser: RefCell<BatchParser>,
     encode_buf: RefCell<BytesMut>,
     batch: RefCell<EncodedBatch>,
@@ -59,13 +67,20 @@ impl IngressContext {
         ring: Rc<ShardRing>,
         metrics: Arc<Metrics>,
         shutdown: Arc<Shutdown>,
+        overflow: Option<ShardOverflow>,
     ) -> Self {
+        let (spill, hot_keys) = match overflow {
+            Some(o) => (Some(o.spill), o.hot_keys),
+            None => (None, None),
+        };
         IngressContext {
             shard,
             limits,
             ring,
             metrics,
             shutdown,
+            spill,
+            hot_keys: RefCell::new(hot_keys),
             parser: RefCell::new(parser),
             encode_buf: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
             batch: RefCell::new(EncodedBatch::default()),
@@ -140,33 +155,64 @@ fn is_get(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-/// `/ready`: 200 only while every shard's ring is below its high-water mark and every
-/// sink's last write succeeded.
+/// `/ready`: 200 while new requests can be kept.
+///
+/// Without the overflow, that means every ring below its high-water mark and every sink's
+/// last write successful. With it, full rings and a failing sink only make the edge
+/// *degraded* (200, with the reasons: requests are being spilled), and 503 means the spill
+/// itself is refusing.
 fn ready(ctx: &IngressContext) -> Reply {
-    let mut reasons = Vec::new();
+    let mut unready = Vec::new();
+    let mut degraded = Vec::new();
     if ctx.shutdown.is_requested() {
-        reasons.push("shutting down".to_owned());
+        unready.push("shutting down".to_owned());
     }
+    let pressure = if ctx.spill.is_some() {
+        &mut degraded
+    } else {
+        &mut unready
+    };
     for (id, shard) in ctx.metrics.shards() {
         if shard.above_high_water() {
-            reasons.push(format!("shard {id}: ring above its high-water mark"));
+            pressure.push(format!("shard {id}: ring above its high-water mark"));
         }
         if shard.sink_failing.load(Relaxed) {
-            reasons.push(format!("shard {id}: sink writes failing"));
+            pressure.push(format!("shard {id}: sink writes failing"));
         }
     }
-    if reasons.is_empty() {
-        return response::json(StatusCode::OK, "{\"ready\":true}".into());
-    }
-    let mut body = String::from("{\"ready\":false,\"reasons\":[");
-    for (i, reason) in reasons.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
+    if let Some(spill) = &ctx.spill {
+        if spill.stats.spilling() {
+            degraded.push("spilling to the Kafka overflow topic".to_owned());
         }
-        crate::event::encoded::write_json_string(&mut body, reason);
+        if let Some(reason) = spill.stats.saturated() {
+            unready.push(reason.to_owned());
+        }
     }
-    body.push_str("]}");
-    response::json(StatusCode::SERVICE_UNAVAILABLE, body)
+    let (status, mut body) = if unready.is_empty() {
+        (StatusCode::OK, String::from("{\"ready\":true"))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            String::from("{\"ready\":false"),
+        )
+    };
+    for (key, reasons) in [("reasons", &unready), ("degraded", &degraded)] {
+        if reasons.is_empty() {
+            continue;
+        }
+        body.push_str(",\"");
+        body.push_str(key);
+        body.push_str("\":[");
+        for (i, reason) in reasons.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            crate::event::encoded::write_json_string(&mut body, reason);
+        }
+        body.push(']');
+    }
+    body.push('}');
+    response::json(status, body)
 }
 
 fn reject(ctx: &IngressContext, why: RequestRejection, reply: Reply) -> Reply {
@@ -222,24 +268,27 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
         ctx.return_buffer(raw);
         return body_error(ctx, err);
     }
-    let reply = if encoding == ContentEncoding::Identity {
+    let decided = if encoding == ContentEncoding::Identity {
         parse_and_admit(ctx, &mut raw, format)
     } else {
         let mut decoded = ctx.take_buffer();
-        let reply = match body::decompress(
+        let decided = match body::decompress(
             encoding,
             &raw,
             ctx.limits.max_decompressed_bytes,
             &mut decoded,
         ) {
             Ok(()) => parse_and_admit(ctx, &mut decoded, format),
-            Err(err) => body_error(ctx, err),
+            Err(err) => Ok(body_error(ctx, err)),
         };
         ctx.return_buffer(decoded);
-        reply
+        decided
     };
     ctx.return_buffer(raw);
-    reply
+    match decided {
+        Ok(reply) => reply,
+        Err(plan) => spill_and_answer(ctx, plan).await,
+    }
 }
 
 fn body_format(content_type: Option<&hyper::header::HeaderValue>) -> Option<BodyFormat> {
@@ -289,8 +338,13 @@ fn body_error(ctx: &IngressContext, err: BodyError) -> Reply {
     }
 }
 
-/// Parses, validates and admits a complete body. No await: see the module comment.
-fn parse_and_admit(ctx: &IngressContext, body: &mut [u8], format: BodyFormat) -> Reply {
+/// Parses, validates and admits a complete body. No await: see the module comment. A
+/// request that needs the overflow comes back as its [`SpillPlan`].
+fn parse_and_admit(
+    ctx: &IngressContext,
+    body: &mut [u8],
+    format: BodyFormat,
+) -> Result<Reply, SpillPlan> {
     let metrics = ctx.metrics.shard(ctx.shard);
     let received_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -316,23 +370,74 @@ fn parse_and_admit(ctx: &IngressContext, body: &mut [u8], format: BodyFormat) ->
                 RequestRejection::InvalidEvents
             }
         };
-        return reject(ctx, why, response::batch_error(&err));
+        return Ok(reject(ctx, why, response::batch_error(&err)));
     }
 
     let chunk = encode_buf.split().freeze();
     let events = batch.len();
     let mut ring = ctx.ring.ring.borrow_mut();
     let was_empty = ring.is_empty();
-    match admission::admit(&mut ring, &chunk, &batch.ends, ctx.ring.is_closing()) {
-        Ok(()) => {
+    let mut hot_keys = ctx.hot_keys.borrow_mut();
+    let overflow = ctx.spill.as_ref().map(|_| OverflowGate {
+        hot_keys: hot_keys.as_mut(),
+    });
+    match admission::admit(
+        &mut ring,
+        &chunk,
+        &batch.ends,
+        ctx.ring.is_closing(),
+        overflow,
+    ) {
+        Ok(Admission::InRing) => {
             metrics.ring_depth(ring.len(), ring.bytes());
             drop(ring);
             metrics.events_accepted.fetch_add(events as u64, Relaxed);
             ctx.ring.notify_pushed(was_empty);
+            Ok(response::accepted(events))
+        }
+        Ok(Admission::Spill(plan)) => Err(plan),
+        Err(cause) => {
+            drop(ring);
+            metrics.events_rejected(EventRejection::Unavailable, events);
+            Ok(unavailable(ctx, cause))
+        }
+    }
+}
+
+/// Spills what the ring could not take (or the hot-key limit sent away) and answers 202
+/// only once the broker has acknowledged it all.
+async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
+    let spill = ctx
+        .spill
+        .as_ref()
+        .expect("admission plans a spill only when the overflow is configured");
+    let events = plan.events();
+    let result = admission::spill(plan, ctx.shard, spill, |rest| {
+        if ctx.ring.is_closing() {
+            return Err(UnavailableCause::ShuttingDown);
+        }
+        let mut ring = ctx.ring.ring.borrow_mut();
+        let was_empty = ring.is_empty();
+        ring.push_events(rest)
+            .map_err(|_| UnavailableCause::RingFull)?;
+        ctx.metrics
+            .shard(ctx.shard)
+            .ring_depth(ring.len(), ring.bytes());
+        drop(ring);
+        ctx.ring.notify_pushed(was_empty);
+        Ok(())
+    })
+    .await;
+    let metrics = ctx.metrics.shard(ctx.shard);
+    match result {
+        Ok(spilled) => {
+            spill
+                .stats
+                .spilled(spilled.events, spilled.hot_key_events, spilled.elapsed);
+            metrics.events_accepted.fetch_add(events as u64, Relaxed);
             response::accepted(events)
         }
         Err(cause) => {
-            drop(ring);
             metrics.events_rejected(EventRejection::Unavailable, events);
             unavailable(ctx, cause)
         }

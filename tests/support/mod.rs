@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod broker;
+pub mod testnode;
+
 pub struct Server {
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
