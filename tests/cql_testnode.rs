@@ -525,3 +525,64 @@ fn a_node_that_goes_down_and_comes_back_is_followed() {
     assert!(server.terminate().success());
     assert_eq!(node.stored_event_ids(), accepted);
 }
+
+/// A batch the cluster refuses for good (Invalid) is not retried forever: its events go to
+/// the dead-letter spool, and the error that refused them to `reasons.ndjson` beside it.
+#[test]
+fn a_batch_refused_for_good_is_dead_lettered_with_its_error() {
+    let node = TestNode::start(1, 2);
+    let contact = format!("127.0.0.1:{}", node.port);
+    node.apply_schema();
+    node.control("fault 0 invalid on");
+    let mut server = support::Server::start_with_env(
+        &["--shards", "1", "--sink", "scylla"],
+        &[("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact)],
+    );
+    let mut accepted = std::collections::BTreeSet::new();
+    for r in 0..3u64 {
+        let ids: Vec<String> = (0..5).map(|k| support::uuid(97, r * 5 + k)).collect();
+        let body = support::json_array(
+            ids.iter()
+                .enumerate()
+                .map(|(k, id)| support::event(&format!("d{r}-{k}"), id)),
+        );
+        assert_eq!(server.post_json(&body).status, 202);
+        accepted.extend(ids);
+    }
+    wait_drained(&server);
+    assert_eq!(server.metric("tidegate_scylla_rejected_rows_total"), 15);
+    assert!(server.terminate().success());
+    assert!(
+        node.stored_event_ids().is_empty(),
+        "the node refused every row"
+    );
+
+    let dead_letter = server.data_dir.join("dead-letter");
+    let (events, damage) = support::spool_cat(&dead_letter);
+    assert!(damage.contains(" 0 damaged and 0 torn"), "{damage}");
+    assert_eq!(
+        support::event_ids(&events),
+        accepted,
+        "every refused event kept"
+    );
+    let reasons = std::fs::read_to_string(dead_letter.join("shard-0/reasons.ndjson")).unwrap();
+    let mut explained = std::collections::BTreeSet::new();
+    for line in reasons.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            record["reason"]
+                .as_str()
+                .unwrap()
+                .contains("injected: invalid row"),
+            "{line}"
+        );
+        assert!(record["at"].as_str().unwrap().ends_with('Z'));
+        for id in record["event_ids"].as_array().unwrap() {
+            explained.insert(id.as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        explained, accepted,
+        "every dead-lettered event has its reason"
+    );
+}

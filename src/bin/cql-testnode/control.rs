@@ -8,7 +8,8 @@
 //!   any of its rows is owned by another node or shard than the one that received it.
 //! - `forget-writes`: clear the recorded writes (rows stay), e.g. after a warm-up.
 //! - `fault NODE latency MS`, `fault NODE overloaded on|off`, `fault NODE timeout on|off`,
-//!   `fault NODE stall on|off`, `fault NODE down on|off`, `clear`: inject or clear faults
+//!   `fault NODE invalid on|off`, `fault NODE stall on|off`, `fault NODE down on|off`,
+//!   `clear`: inject or clear faults
 //!   (NODE counts from 0; a node that is down drops its connections and refuses new ones).
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -127,6 +128,7 @@ fn command(state: &Shared, line: &str) -> String {
                 "latency" => f.latency_ms = value.parse().unwrap_or(0),
                 "overloaded" => f.overloaded = on,
                 "timeout" => f.timeout = on,
+                "invalid" => f.invalid = on,
                 "stall" => f.stalled = on,
                 "down" => f.down = on,
                 other => return format!("error: unknown fault {other}\n"),

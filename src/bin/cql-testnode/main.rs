@@ -77,6 +77,8 @@ pub struct Faults {
     pub latency_ms: u64,
     pub overloaded: bool,
     pub timeout: bool,
+    /// Refuse every write as Invalid (what a real node answers to a bad row, for good).
+    pub invalid: bool,
     /// Hold every request until lifted (a stalled node).
     pub stalled: bool,
     /// Closed: open connections are dropped and new ones refused (a node that went down).
@@ -380,6 +382,10 @@ fn handle(
         Some(Opcode::Execute) | Some(Opcode::Batch) if faults.overloaded => Ok((
             Opcode::Error,
             result::error(ErrorCode::Overloaded, "injected: node overloaded"),
+        )),
+        Some(Opcode::Execute) | Some(Opcode::Batch) if faults.invalid => Ok((
+            Opcode::Error,
+            result::error(ErrorCode::Invalid, "injected: invalid row"),
         )),
         Some(Opcode::Execute) | Some(Opcode::Batch) if faults.timeout => Ok((
             Opcode::Error,

@@ -4,15 +4,18 @@
 //! driver agree on ownership): the first replica in the local datacenter, and its shard.
 //! Events are grouped into CQL batches that each belong to one shard of one node, and the
 //! whole set goes to the driver's thread as one job. Batches the cluster refuses for good
-//! go to a dead-letter spool (counted and logged, never silently dropped); transient
-//! failures are reported to the writer, which keeps the events and retries, so a slow or
-//! failing cluster backs up into the ring and then into 503s.
+//! go to a dead-letter spool (counted and logged, never silently dropped), and the error
+//! that refused them to `reasons.ndjson` beside their segments; transient failures are
+//! reported to the writer, which keeps the events and retries, so a slow or failing
+//! cluster backs up into the ring and then into 503s.
 
 use std::path::PathBuf;
 
 use bytes::Bytes;
 use scylla::routing::Token;
 use uuid::Uuid;
+
+use crate::event::encoded::EventView;
 
 use super::dispatch::{Dispatcher, Job, TargetedBatch};
 use super::grouping::{CqlBatchLimits, Grouper, ShardBatch, Unroutable};
@@ -25,6 +28,8 @@ pub struct ScyllaSink {
     grouper: Grouper,
     limits: CqlBatchLimits,
     dead_letter: SpoolSink,
+    /// One JSON line per refused batch: when, why, and which event_ids.
+    reasons: PathBuf,
     groups: Vec<ShardBatch>,
     unroutable: Vec<Unroutable>,
 }
@@ -36,12 +41,14 @@ impl ScyllaSink {
         dispatcher: Dispatcher,
         dead_letter: SpoolConfig,
     ) -> Result<Self, SinkError> {
+        let reasons = crate::sink::spool::shard_dir(&dead_letter.dir, shard).join(REASONS_FILE);
         Ok(ScyllaSink {
             shard,
             dispatcher,
             grouper: Grouper::default(),
             limits: CqlBatchLimits::default(),
             dead_letter: SpoolSink::open(dead_letter, shard).await?,
+            reasons,
             groups: Vec::new(),
             unroutable: Vec::new(),
         })
@@ -59,9 +66,56 @@ impl ScyllaSink {
             reason,
             "ScyllaDB refused a batch for good; its events went to the dead-letter spool"
         );
-        self.dead_letter.write_batch(events).await
+        self.dead_letter.write_batch(events).await?;
+        self.record_reason(events, reason)
+    }
+
+    /// Appends the refusal to the reasons file. A blocking write, on purpose: refusals are
+    /// rare, and the record must be on disk before the events leave the ring.
+    fn record_reason(&self, events: &[Bytes], reason: &str) -> Result<(), SinkError> {
+        use std::io::Write as _;
+        let mut line = String::with_capacity(128 + events.len() * 40);
+        line.push_str("{\"at\":");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        line.push('"');
+        crate::event::encoded::write_rfc3339_millis(&mut line, now_ms);
+        line.push_str("\",\"shard\":");
+        line.push_str(itoa::Buffer::new().format(self.shard));
+        line.push_str(",\"reason\":");
+        crate::event::encoded::write_json_string(&mut line, reason);
+        line.push_str(",\"event_ids\":[");
+        for (i, event) in events.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            match EventView::decode(event) {
+                Ok(view) => {
+                    line.push('"');
+                    line.push_str(&view.event_id.hyphenated().to_string());
+                    line.push('"');
+                }
+                Err(_) => line.push_str("null"),
+            }
+        }
+        line.push_str("]}\n");
+        let io = |source| SinkError::Io {
+            path: self.reasons.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.reasons)
+            .map_err(io)?;
+        file.write_all(line.as_bytes()).map_err(io)?;
+        file.sync_data().map_err(io)
     }
 }
+
+/// The file beside each dead-letter shard's segments that says why its events are there.
+pub const REASONS_FILE: &str = "reasons.ndjson";
 
 impl Sink for ScyllaSink {
     async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
