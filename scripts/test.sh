@@ -18,6 +18,11 @@ if ((${#missing[@]})); then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The Kafka overflow tests run against tansu, a Kafka-compatible broker from crates.io,
+# built once into a cache outside the repository (about 30 minutes cold on two cores).
+TIDEGATE_TANSU="$(scripts/install-tansu.sh)"
+export TIDEGATE_TANSU
+
 # Two shards at most in any test: CI machines have two cores.
 export RUST_BACKTRACE=1
 cargo test --locked --all-targets

@@ -58,6 +58,9 @@ pub struct KafkaConfig {
     pub queue_max_messages: u32,
     pub queue_max_kbytes: u32,
     pub linger_ms: u32,
+    /// An idempotent producer: librdkafka's retries cannot duplicate or reorder an event
+    /// within a partition. Off only for brokers that mishandle it (see the README).
+    pub idempotence: bool,
     /// none, gzip, snappy, lz4 or zstd.
     pub compression: String,
     /// Consumer group of the drain.
@@ -85,6 +88,7 @@ impl Default for KafkaConfig {
             queue_max_messages: 100_000,
             queue_max_kbytes: 64 * 1024,
             linger_ms: 5,
+            idempotence: true,
             compression: "zstd".into(),
             consumer_group: "tidegate-drain".into(),
             drain: false,
@@ -701,6 +705,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tape"), "{err}");
+    }
+
+    #[test]
+    fn the_overflow_is_off_without_brokers_and_its_extras_need_them() {
+        let config = Config::load(None, vec![], &[]).unwrap();
+        assert!(!config.overflow_enabled());
+        let config = Config::load(
+            None,
+            env(&[("TIDEGATE_KAFKA_BROKERS", "k1:9092, k2:9092")]),
+            &[],
+        )
+        .unwrap();
+        assert!(config.overflow_enabled());
+        assert_eq!(config.kafka.brokers, ["k1:9092", "k2:9092"]);
+        for (key, value) in [
+            ("TIDEGATE_KAFKA_DRAIN", "true"),
+            ("TIDEGATE_KAFKA_HOT_KEY_EVENTS_PER_SECOND", "100"),
+        ] {
+            let err = Config::load(None, env(&[(key, value)]), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("kafka.brokers"), "{key}: {err}");
+        }
+        let err = Config::load(
+            None,
+            env(&[
+                ("TIDEGATE_KAFKA_BROKERS", "k:9092"),
+                ("TIDEGATE_KAFKA_COMPRESSION", "brotli"),
+            ]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("kafka.compression"), "{err}");
     }
 
     #[test]

@@ -163,6 +163,9 @@ fn a_stopped_broker_means_503_and_a_restart_loses_nothing_acknowledged() {
             ("TIDEGATE_KAFKA_PARTITIONS", "2"),
             ("TIDEGATE_KAFKA_ACK_DEADLINE_MS", "1500"),
             ("TIDEGATE_KAFKA_DRAIN", "true"),
+            // tansu 0.6.0's SQLite engine panics on the epoch bump an idempotent producer
+            // makes after an outage, and then fails every produce (README, "tansu").
+            ("TIDEGATE_KAFKA_IDEMPOTENCE", "false"),
         ],
     );
 
@@ -188,7 +191,11 @@ fn a_stopped_broker_means_503_and_a_restart_loses_nothing_acknowledged() {
         503,
         "a refusing spill is unready"
     );
-    assert!(server.metric("tidegate_kafka_produce_errors_total") >= 4);
+    let metrics = server.get("/metrics").text();
+    assert!(
+        metrics.contains("tidegate_kafka_produce_errors_total{kind=\"deadline\"} 4"),
+        "{metrics}"
+    );
 
     // Back on its own data: spilling resumes (librdkafka reconnects within seconds).
     broker.resume();

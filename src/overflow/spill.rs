@@ -3,9 +3,9 @@
 //!
 //! One librdkafka producer serves every shard (it is thread-safe and runs its own I/O
 //! threads); a shard awaits the delivery reports of its request on its own executor, so no
-//! shard thread ever blocks on the broker. The producer is idempotent with acks=all: a
-//! report of success means every in-sync replica has the event, and librdkafka's own
-//! retries cannot duplicate or reorder it within a partition. Each event is keyed by its
+//! shard thread ever blocks on the broker. The producer uses acks=all, so a report of
+//! success means every in-sync replica has the event, and is idempotent by default, so
+//! librdkafka's own retries cannot duplicate or reorder it within a partition. Each event is keyed by its
 //! user_id, so one user's spilled events stay in order within one partition.
 //!
 //! A request whose events cannot all be acknowledged within the deadline is refused (503).
@@ -116,7 +116,7 @@ impl Spill {
     ) -> Result<Spill, OverflowError> {
         let producer: FutureProducer = client_config(config)
             .set("acks", "all")
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", config.idempotence.to_string())
             // librdkafka gives up on (and reports) a message not delivered by the deadline.
             .set("message.timeout.ms", config.ack_deadline_ms.to_string())
             .set(
@@ -206,18 +206,21 @@ impl Spill {
         }
 
         let mut acknowledged = 0;
-        let mut error: Option<String> = None;
+        let mut error: Option<KafkaError> = None;
         let all_reported = futures_lite::future::or(
             async {
                 while acknowledged < pending.len() {
                     match (&mut pending[acknowledged]).await {
                         Ok(Ok(_)) => acknowledged += 1,
                         Ok(Err((err, _))) => {
-                            error = Some(err.to_string());
+                            error = Some(err);
                             return true;
                         }
                         Err(_) => {
-                            error = Some("the producer dropped a delivery report".into());
+                            // The producer dropped the report: treat it as lost in time.
+                            error = Some(KafkaError::MessageProduction(
+                                RDKafkaErrorCode::MessageTimedOut,
+                            ));
                             return true;
                         }
                     }
@@ -234,16 +237,16 @@ impl Spill {
         if acknowledged == pending.len() {
             return Ok(started.elapsed());
         }
-        let why = if all_reported {
-            tracing::warn!(
-                shard,
-                error = error.as_deref().unwrap_or(""),
-                "spill refused by the broker"
-            );
-            // The failed event is reported; the rest may still be acknowledged.
-            SpillFailure::Broker
-        } else {
-            SpillFailure::Deadline
+        // Whichever event failed is reported; the rest may still be acknowledged (orphans).
+        let why = match &error {
+            // librdkafka gave up at message.timeout.ms, which is the deadline.
+            None | Some(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut)) => {
+                SpillFailure::Deadline
+            }
+            Some(err) => {
+                tracing::warn!(shard, error = %err, "spill refused by the broker");
+                SpillFailure::Broker
+            }
         };
         let failed_at = acknowledged + usize::from(all_reported);
         let rest = pending.split_off(failed_at.min(pending.len()));

@@ -73,7 +73,16 @@ impl Broker {
             .current_dir(self.dir.path())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(match std::env::var_os("TIDEGATE_TEST_BROKER_LOG") {
+                // Debugging a broker: its log, appended across restarts, to this file.
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap()
+                    .into(),
+                None => Stdio::null(),
+            })
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
