@@ -321,3 +321,61 @@ fn a_full_producer_queue_means_503_at_once() {
         10
     );
 }
+
+/// `tidegate drain` as a process of its own: a server spills (no in-process drain), and the
+/// standalone drain writes every spilled event into its sink, then stops on SIGTERM.
+#[test]
+fn the_standalone_drain_writes_what_a_server_spilled() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let stall = dir.path().join("stall");
+    std::fs::write(&stall, b"").unwrap();
+    let server = Server::start_with_env(
+        &[
+            "--shards",
+            "1",
+            "--test-stall-file",
+            stall.to_str().unwrap(),
+        ],
+        &[
+            ("TIDEGATE_RING_CAPACITY_EVENTS", "10"),
+            ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "10"),
+            ("TIDEGATE_KAFKA_BROKERS", &broker.address()),
+            ("TIDEGATE_KAFKA_PARTITIONS", "2"),
+        ],
+    );
+    let (accepted, refused) = post_batches(&server, 90, 8, 10, |r, k| format!("s{r}-{k}"));
+    assert!(refused.is_empty());
+    let spilled = server.metric("tidegate_kafka_spilled_events_total");
+    assert_eq!(spilled, 70, "all but the ring's 10 events spilled");
+
+    let drained_dir = dir.path().join("drain-data");
+    let mut drain = std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args(["drain", "--kafka-brokers", &broker.address(), "--data-dir"])
+        .arg(&drained_dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let drained = loop {
+        let ids = if drained_dir.join("drained").exists() {
+            support::event_ids(&support::spool_cat(&drained_dir.join("drained")).0)
+        } else {
+            BTreeSet::new()
+        };
+        if ids.len() >= 70 {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "drained only {}", ids.len());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(drained.is_subset(&accepted));
+    support::signal(drain.id(), "TERM");
+    let status = support::wait_timeout(&mut drain, Duration::from_secs(30)).expect("drain exits");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut drain.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("70 events written"), "{stderr}");
+}
