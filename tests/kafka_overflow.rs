@@ -136,6 +136,24 @@ fn a_stalled_cluster_spills_and_the_drain_writes_every_event_back() {
     );
     assert_outcomes_add_up(&server);
     assert!(server.metric("tidegate_kafka_drain_pauses_total") >= 1);
+    // librdkafka reports the consumer's lag once a second: one series per partition,
+    // zero once everything is drained and committed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = server.get("/metrics").text();
+        let lags: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("tidegate_kafka_drain_lag_messages{"))
+            .collect();
+        if lags.len() == 3 && lags.iter().all(|l| l.ends_with(" 0")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "drain lag never settled: {lags:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let stored = node.stored_event_ids();
     assert_eq!(
         stored, accepted,
