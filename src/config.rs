@@ -157,6 +157,9 @@ pub struct ServerConfig {
     pub shutdown_grace_ms: u64,
     /// The Retry-After value sent with every 503.
     pub retry_after_seconds: u32,
+    /// Before a shard's thread sleeps for want of work, it keeps polling io_uring for this
+    /// long (glommio's spin-before-park): lower wake-up latency for a core of CPU; 0 = off.
+    pub spin_before_park_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -232,6 +235,7 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             shutdown_grace_ms: 30_000,
             retry_after_seconds: 1,
+            spin_before_park_us: 0,
         }
     }
 }

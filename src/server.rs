@@ -101,8 +101,14 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
             spill: spill.clone(),
             started: started_tx.clone(),
         };
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("tidegate-shard-{id}"))
+        let mut builder =
+            LocalExecutorBuilder::new(placement).name(&format!("tidegate-shard-{id}"));
+        if config.server.spin_before_park_us > 0 {
+            builder = builder.spin_before_park(std::time::Duration::from_micros(
+                config.server.spin_before_park_us,
+            ));
+        }
+        let handle = builder
             .spawn(move || shard::run(setup))
             .map_err(|e| ServerError::Start {
                 shard: id,
