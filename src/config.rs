@@ -113,6 +113,10 @@ pub struct ScyllaConfig {
     pub username: String,
     pub password: String,
     pub request_timeout_ms: u64,
+    /// The driver's periodic metadata refresh. Topology changes reach the driver as events
+    /// the nodes push (and the driver then re-reads system.peers); this interval bounds how
+    /// stale the rest of its metadata, such as the schema, may get.
+    pub metadata_refresh_ms: u64,
     /// Adaptive in-flight CQL requests per target shard: never fewer than this...
     pub concurrency_floor: usize,
     /// ...and never more than this.
@@ -128,6 +132,7 @@ impl Default for ScyllaConfig {
             username: String::new(),
             password: String::new(),
             request_timeout_ms: 5_000,
+            metadata_refresh_ms: 60_000,
             concurrency_floor: 1,
             concurrency_ceiling: 64,
         }
@@ -443,6 +448,10 @@ impl Config {
                 "must be ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM or ALL",
             ));
         }
+        positive(
+            "scylla.metadata_refresh_ms",
+            self.scylla.metadata_refresh_ms,
+        )?;
         if self.scylla.concurrency_floor == 0
             || self.scylla.concurrency_ceiling < self.scylla.concurrency_floor
         {

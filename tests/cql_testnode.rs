@@ -586,3 +586,70 @@ fn a_batch_refused_for_good_is_dead_lettered_with_its_error() {
         "every dead-lettered event has its reason"
     );
 }
+
+/// A node joining and a node leaving the ring are followed without restarting tidegate:
+/// the test node pushes TOPOLOGY_CHANGE events, as ScyllaDB does, and once the driver has
+/// re-read the topology every write lands on the new owner's shard,
+/// the new node takes its share, the departed one gets nothing, and nothing is lost.
+#[test]
+fn a_node_joining_and_a_node_leaving_are_followed() {
+    let node = TestNode::start_with_standby(3, 1, 2);
+    let contact = format!("127.0.0.1:{}", node.port);
+    node.apply_schema();
+    let mut server = support::Server::start_with_env(
+        &["--shards", "1", "--sink", "scylla"],
+        &[
+            ("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact),
+            ("TIDEGATE_SCYLLA_REQUEST_TIMEOUT_MS", "1000"),
+        ],
+    );
+    let mut accepted = std::collections::BTreeSet::new();
+    let mut series = 120;
+    // Posts rounds of events until a whole round is routed right and `settled` holds for
+    // the writes the node recorded in it (bounded).
+    let received_by =
+        |writes: &[serde_json::Value], n: u64| writes.iter().filter(|w| w["node"] == n).count();
+    let mut converge = |what: &str, settled: &dyn Fn(&[serde_json::Value]) -> bool| {
+        let mut last = String::new();
+        for _ in 0..60 {
+            node.control("forget-writes");
+            for r in 0..5u64 {
+                let ids: Vec<String> = (0..20).map(|k| support::uuid(series, r * 20 + k)).collect();
+                let body = support::json_array(
+                    ids.iter()
+                        .enumerate()
+                        .map(|(k, id)| support::event(&format!("t{series}-{r}-{k}"), id)),
+                );
+                let response = server.post_json(&body);
+                assert_eq!(response.status, 202, "{}", response.text());
+                accepted.extend(ids);
+            }
+            series += 1;
+            wait_drained(&server);
+            let writes = node.control("writes");
+            let per_node: Vec<usize> = (0..4).map(|n| received_by(&writes, n)).collect();
+            last = format!(
+                "{} writes per node {per_node:?}",
+                node.control("summary")[0]
+            );
+            if node.control("summary")[0]["misrouted_writes"] == 0 && settled(&writes) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("routing never settled after {what}: {last}");
+    };
+
+    converge("start-up", &|writes| received_by(writes, 3) == 0);
+    assert_eq!(node.control("join 3").len(), 0);
+    converge("node 3 joined", &|writes| received_by(writes, 3) > 0);
+    assert_eq!(node.control("leave 0").len(), 0);
+    converge("node 0 left", &|writes| received_by(writes, 0) == 0);
+
+    assert!(server.terminate().success());
+    assert_eq!(
+        node.stored_event_ids(),
+        accepted,
+        "every accepted event stored across both changes"
+    );
+}

@@ -52,6 +52,8 @@ def summarize(ran, refused, order):
                 "profile": name, "scope": entry["scope"], "status": "ran", "scenario": scenario,
                 "runs": len(runs),
                 "requests_per_s": statistics.median(r[0] for r in runs),
+                "requests_per_s_min": min(r[0] for r in runs),
+                "requests_per_s_max": max(r[0] for r in runs),
                 "events_per_s": statistics.median(r[1] for r in runs),
                 "p50_ms": statistics.median(r[2] for r in runs),
                 "p99_ms": statistics.median(r[3] for r in runs),
@@ -66,7 +68,8 @@ def summarize(ran, refused, order):
 
 
 def write_csv(rows, path):
-    fields = ["profile", "scope", "status", "scenario", "runs", "requests_per_s", "events_per_s",
+    fields = ["profile", "scope", "status", "scenario", "runs", "requests_per_s",
+              "requests_per_s_min", "requests_per_s_max", "events_per_s",
               "p50_ms", "p99_ms", "throughput_vs_baseline", "p99_vs_baseline", "reason"]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields)
@@ -77,15 +80,15 @@ def write_csv(rows, path):
 
 def write_markdown(rows, machine, path):
     lines = [machine.rstrip(), "", "# Results (medians)", "",
-             "| profile | scope | scenario | runs | requests/s | events/s | p50 ms | p99 ms | throughput vs baseline | p99 vs baseline |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| profile | scope | scenario | runs | requests/s | (min–max) | events/s | p50 ms | p99 ms | throughput vs baseline | p99 vs baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["status"] == "refused":
-            lines.append(f"| {r['profile']} | {r['scope']} | refused: {r['reason']} | | | | | | | |")
+            lines.append(f"| {r['profile']} | {r['scope']} | refused: {r['reason']} | | | | | | | | |")
             continue
         lines.append(
             f"| {r['profile']} | {r['scope']} | {r['scenario']} | {r['runs']} | {r['requests_per_s']:.0f} | "
-            f"{r['events_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+            f"{r['requests_per_s_min']:.0f}–{r['requests_per_s_max']:.0f} | {r['events_per_s']:.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
             f"{r.get('throughput_vs_baseline', 0):.3f}x | {r.get('p99_vs_baseline', 0):.3f}x |")
     lines += ["", "![throughput](throughput.svg)", "", "![p99](p99.svg)", ""]
     Path(path).write_text("\n".join(lines))

@@ -13,10 +13,17 @@ pub struct TestNode {
 
 impl TestNode {
     pub fn start(nodes: usize, shards: usize) -> TestNode {
+        TestNode::start_with_standby(nodes, 0, shards)
+    }
+
+    /// `nodes` members and `standby` nodes ready to `join`.
+    pub fn start_with_standby(nodes: usize, standby: usize, shards: usize) -> TestNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cql-testnode"))
             .args([
                 "--nodes",
                 &nodes.to_string(),
+                "--standby",
+                &standby.to_string(),
                 "--shards",
                 &shards.to_string(),
             ])

@@ -20,6 +20,9 @@ pub struct Node {
     pub host_id: Uuid,
     pub tokens: Vec<i64>,
     pub shards: u16,
+    /// Whether the node is in the ring. A standby node has its address and tokens ready
+    /// but owns nothing and is in no peers table until it joins.
+    pub member: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -50,8 +53,9 @@ pub struct Cluster {
 
 impl Cluster {
     /// `nodes` nodes on 127.0.0.1, 127.0.0.2, ..., each with `shards` shards and `vnodes`
-    /// tokens drawn from a fixed seed, so that runs are reproducible.
-    pub fn new(nodes: usize, shards: u16, vnodes: usize, seed: u64) -> Cluster {
+    /// tokens drawn from a fixed seed, so that runs are reproducible; the first `members`
+    /// are in the ring, the rest standing by to join.
+    pub fn new(nodes: usize, members: usize, shards: u16, vnodes: usize, seed: u64) -> Cluster {
         let mut state = seed | 1;
         let mut next = || {
             state ^= state << 13;
@@ -66,6 +70,7 @@ impl Cluster {
                 host_id: Uuid::from_u64_pair(next(), next()),
                 tokens: (0..vnodes).map(|_| next() as i64).collect(),
                 shards,
+                member: i < members,
             })
             .collect();
         Cluster {
@@ -139,7 +144,7 @@ impl Cluster {
                 peer_columns,
                 self.nodes
                     .iter()
-                    .filter(|n| n.index != node)
+                    .filter(|n| n.member && n.index != node)
                     .map(peer_row)
                     .collect(),
             ),

@@ -9,14 +9,19 @@
 //! - `forget-writes`: clear the recorded writes (rows stay), e.g. after a warm-up.
 //! - `fault NODE latency MS`, `fault NODE overloaded on|off`, `fault NODE timeout on|off`,
 //!   `fault NODE invalid on|off`, `fault NODE stall on|off`, `fault NODE down on|off`,
-//!   `clear`: inject or clear faults
-//!   (NODE counts from 0; a node that is down drops its connections and refuses new ones).
+//!   `clear`: inject or clear faults.
+//! - `join NODE`, `leave NODE`: a standby node (`--standby`) joins the token ring, or a
+//!   member leaves it (and stops answering); ownership moves at once, drivers follow at
+//!   their next metadata refresh, and writes sent to the old owner meanwhile count as
+//!   misrouted.
+//!
+//! NODE counts from 0; a node that is down drops its connections and refuses new ones.
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use crate::result::ColumnType;
-use crate::Shared;
+use crate::{Faults, Shared};
 
 pub async fn serve(listener: TcpListener, state: Shared) -> std::io::Result<()> {
     loop {
@@ -114,9 +119,22 @@ fn command(state: &Shared, line: &str) -> String {
             ));
         }
         ["forget-writes"] => s.writes.clear(),
+        [verb @ ("join" | "leave"), node] => {
+            let Ok(node) = node.parse::<usize>() else {
+                return format!("error: no node {node}\n");
+            };
+            if let Err(message) = s.set_member(node, *verb == "join") {
+                return format!("error: {message}\n");
+            }
+        }
         ["clear"] => {
-            for f in s.faults.iter_mut() {
-                *f = Default::default();
+            let s = &mut *s;
+            for (f, n) in s.faults.iter_mut().zip(&s.cluster.nodes) {
+                // A node outside the ring stays unreachable: that is membership, not a fault.
+                *f = Faults {
+                    down: !n.member,
+                    ..Default::default()
+                };
             }
         }
         ["fault", node, what, value] => {

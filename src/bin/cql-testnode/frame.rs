@@ -26,6 +26,8 @@ pub enum Opcode {
     Prepare = 0x09,
     Execute = 0x0A,
     Register = 0x0B,
+    /// Server-pushed (stream -1) to connections that registered for events.
+    Event = 0x0C,
     Batch = 0x0D,
 }
 
@@ -42,6 +44,7 @@ impl Opcode {
             0x09 => Opcode::Prepare,
             0x0A => Opcode::Execute,
             0x0B => Opcode::Register,
+            0x0C => Opcode::Event,
             0x0D => Opcode::Batch,
             _ => return None,
         })
@@ -202,6 +205,22 @@ impl Writer {
             }
             None => self.buf.put_i32(-1),
         }
+        self
+    }
+
+    /// `[inet]`: address length, address bytes, port.
+    pub fn inet(&mut self, addr: std::net::SocketAddr) -> &mut Self {
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => {
+                self.buf.put_u8(4);
+                self.buf.put_slice(&ip.octets());
+            }
+            std::net::IpAddr::V6(ip) => {
+                self.buf.put_u8(16);
+                self.buf.put_slice(&ip.octets());
+            }
+        }
+        self.buf.put_i32(i32::from(addr.port()));
         self
     }
 

@@ -88,17 +88,22 @@ pub struct Faults {
 pub struct State {
     pub cluster: Cluster,
     topology: Topology,
+    port: u16,
     prepared: HashMap<Vec<u8>, Prepared>,
     pub rows: Vec<Row>,
     pub writes: Vec<RecordedWrite>,
     pub faults: Vec<Faults>,
     next_shard: Vec<u16>,
+    /// Every TOPOLOGY_CHANGE event body so far; each registered connection pushes the ones
+    /// it has not sent yet.
+    events: Vec<Bytes>,
 }
 
 type Shared = Arc<Mutex<State>>;
 
 struct Args {
     nodes: usize,
+    standby: usize,
     shards: u16,
     vnodes: usize,
     port: u16,
@@ -110,6 +115,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         nodes: 3,
+        standby: 0,
         shards: 4,
         vnodes: 16,
         port: 9042,
@@ -126,6 +132,7 @@ fn parse_args() -> Result<Args, String> {
         };
         match flag.as_str() {
             "--nodes" => args.nodes = number(value()?)? as usize,
+            "--standby" => args.standby = number(value()?)? as usize,
             "--shards" => args.shards = number(value()?)? as u16,
             "--vnodes" => args.vnodes = number(value()?)? as usize,
             "--port" => args.port = number(value()?)? as u16,
@@ -134,10 +141,11 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = number(value()?)?,
             "--help" | "-h" => {
                 println!(
-                    "cql-testnode [--nodes N] [--shards M] [--vnodes V] [--port P] \
+                    "cql-testnode [--nodes N] [--standby K] [--shards M] [--vnodes V] [--port P] \
                      [--shard-aware-port P] [--control-port P] [--seed S]\n\
                      A CQL test node for tidegate's tests (not a database). Nodes listen on \
-                     127.0.0.1..127.0.0.N; the control port on 127.0.0.1 takes line commands \
+                     127.0.0.1..127.0.0.N; K more stand by on the next addresses until a \
+                     `join` command; the control port on 127.0.0.1 takes line commands \
                      (see src/bin/cql-testnode/control.rs)."
                 );
                 std::process::exit(0);
@@ -145,8 +153,12 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    if args.nodes == 0 || args.nodes > 200 || args.shards == 0 || args.vnodes == 0 {
-        return Err("--nodes must be 1..=200, --shards and --vnodes at least 1".into());
+    if args.nodes == 0 || args.nodes + args.standby > 200 || args.shards == 0 || args.vnodes == 0 {
+        return Err(
+            "--nodes must be at least 1 and --nodes + --standby at most 200; --shards and \
+             --vnodes at least 1"
+                .into(),
+        );
     }
     Ok(args)
 }
@@ -170,32 +182,21 @@ fn main() {
 }
 
 async fn serve(args: Args) -> std::io::Result<()> {
-    let cluster = Cluster::new(args.nodes, args.shards, args.vnodes, args.seed);
-    let topology = Topology::new(
-        cluster
-            .nodes
-            .iter()
-            .map(|n| RouteNode {
-                address: SocketAddr::from((n.ip, args.port)),
-                datacenter: cluster::DATACENTER.into(),
-                sharding: Sharding {
-                    nr_shards: n.shards,
-                    ignore_msb: IGNORE_MSB,
-                },
-            })
-            .collect(),
-        cluster
-            .nodes
-            .iter()
-            .flat_map(|n| n.tokens.iter().map(move |&t| (t, n.index))),
-        None,
-    )
-    .expect("every node has tokens");
+    let all = args.nodes + args.standby;
+    let cluster = Cluster::new(all, args.nodes, args.shards, args.vnodes, args.seed);
+    let topology = ring_of(&cluster, args.port);
+    // A standby node refuses connections, as an address with no server yet would.
+    let mut faults = vec![Faults::default(); all];
+    for fault in &mut faults[args.nodes..] {
+        fault.down = true;
+    }
     let state: Shared = Arc::new(Mutex::new(State {
-        faults: vec![Faults::default(); args.nodes],
-        next_shard: vec![0; args.nodes],
+        faults,
+        next_shard: vec![0; all],
         cluster,
         topology,
+        port: args.port,
+        events: Vec::new(),
         prepared: HashMap::new(),
         rows: Vec::new(),
         writes: Vec::new(),
@@ -205,7 +206,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
     // Port 0 picks a free port on the first node; every node then uses that same port, as
     // drivers expect of a cluster.
     let (mut port, mut sa_port) = (args.port, args.shard_aware_port);
-    for node in 0..args.nodes {
+    for node in 0..all {
         let ip = Ipv4Addr::new(127, 0, 0, (node + 1) as u8);
         for shard_aware in [false, true] {
             let wanted = if shard_aware { sa_port } else { port };
@@ -242,6 +243,7 @@ async fn serve(args: Args) -> std::io::Result<()> {
         }
         sa_port_cell.store(sa_port, std::sync::atomic::Ordering::Relaxed);
     }
+    state.lock().unwrap().port = port;
     let control = TcpListener::bind(("127.0.0.1", args.control_port)).await?;
     let control_port = control.local_addr()?.port();
     println!(
@@ -251,11 +253,63 @@ async fn serve(args: Args) -> std::io::Result<()> {
     control::serve(control, state).await
 }
 
+/// The token ring of the cluster's members: who owns what, for recording misrouted writes.
+fn ring_of(cluster: &Cluster, port: u16) -> Topology {
+    Topology::new(
+        cluster
+            .nodes
+            .iter()
+            .map(|n| RouteNode {
+                address: SocketAddr::from((n.ip, port)),
+                datacenter: cluster::DATACENTER.into(),
+                sharding: Sharding {
+                    nr_shards: n.shards,
+                    ignore_msb: IGNORE_MSB,
+                },
+            })
+            .collect(),
+        cluster
+            .nodes
+            .iter()
+            .filter(|n| n.member)
+            .flat_map(|n| n.tokens.iter().map(move |&t| (t, n.index))),
+        None,
+    )
+    .expect("at least one member has tokens")
+}
+
+impl State {
+    /// A standby node joins the ring (and starts answering), or a member leaves it (its
+    /// token ranges pass to the next members, and it stops answering, as a decommissioned
+    /// node does). Drivers learn of it from system.peers at their next metadata refresh.
+    pub fn set_member(&mut self, node: usize, member: bool) -> Result<(), String> {
+        let Some(n) = self.cluster.nodes.get_mut(node) else {
+            return Err(format!("no node {node}"));
+        };
+        n.member = member;
+        if !self.cluster.nodes.iter().any(|n| n.member) {
+            self.cluster.nodes[node].member = true;
+            return Err("the last member cannot leave".into());
+        }
+        self.faults[node].down = !member;
+        self.topology = ring_of(&self.cluster, self.port);
+        let mut event = Writer::default();
+        event
+            .string("TOPOLOGY_CHANGE")
+            .string(if member { "NEW_NODE" } else { "REMOVED_NODE" })
+            .inet(SocketAddr::from((self.cluster.nodes[node].ip, self.port)));
+        self.events.push(event.buf.freeze());
+        Ok(())
+    }
+}
+
 /// What one connection remembers.
 struct Session {
     node: usize,
     shard: u16,
     keyspace: Option<String>,
+    /// Registered for events: how many of `State::events` this connection has pushed.
+    events_sent: Option<usize>,
 }
 
 async fn connection(
@@ -271,6 +325,7 @@ async fn connection(
         node,
         shard,
         keyspace: None,
+        events_sent: None,
     };
     let mut input = BytesMut::with_capacity(64 * 1024);
     let mut output = BytesMut::new();
@@ -286,6 +341,12 @@ async fn connection(
                 )
                 .await;
                 if state.lock().unwrap().faults[node].down {
+                    return;
+                }
+                if push_events(&state, &mut session, &mut stream)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 match read {
@@ -341,6 +402,24 @@ async fn connection(
     }
 }
 
+/// Sends the events this registered connection has not sent yet, as a node pushes them.
+async fn push_events(
+    state: &Shared,
+    session: &mut Session,
+    stream: &mut TcpStream,
+) -> std::io::Result<()> {
+    let Some(sent) = session.events_sent else {
+        return Ok(());
+    };
+    let pending: Vec<Bytes> = state.lock().unwrap().events[sent..].to_vec();
+    let mut out = BytesMut::new();
+    for event in &pending {
+        frame::write_frame(&mut out, -1, Opcode::Event, event);
+    }
+    session.events_sent = Some(sent + pending.len());
+    stream.write_all(&out).await
+}
+
 fn handle(
     state: &Shared,
     session: &mut Session,
@@ -376,7 +455,11 @@ fn handle(
             Ok((Opcode::Supported, w))
         }
         Some(Opcode::Startup) => startup(&mut reader),
-        Some(Opcode::Register) => Ok((Opcode::Ready, Writer::default())),
+        Some(Opcode::Register) => {
+            // Only what happens from now on is pushed.
+            session.events_sent = Some(state.lock().unwrap().events.len());
+            Ok((Opcode::Ready, Writer::default()))
+        }
         Some(Opcode::Query) => query(state, session, &mut reader),
         Some(Opcode::Prepare) => prepare(state, session, &mut reader),
         Some(Opcode::Execute) | Some(Opcode::Batch) if faults.overloaded => Ok((

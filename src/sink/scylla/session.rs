@@ -23,7 +23,8 @@ pub enum ConnectError {
 pub async fn connect(config: &ScyllaConfig) -> Result<Session, ConnectError> {
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.contact_points)
-        .connection_timeout(Duration::from_millis(config.request_timeout_ms));
+        .connection_timeout(Duration::from_millis(config.request_timeout_ms))
+        .cluster_metadata_refresh_interval(Duration::from_millis(config.metadata_refresh_ms));
     if !config.username.is_empty() {
         builder = builder.user(&config.username, &config.password);
     }
