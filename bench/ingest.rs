@@ -210,6 +210,7 @@ fn scylla_batching(c: &mut Criterion) {
     let mut grouper = Grouper::default();
     let mut batches = Vec::new();
     let mut unroutable = Vec::new();
+    live_locator(&mut group, &events);
     group.bench_function("route_and_group_10000/events", |b| {
         b.iter(|| {
             batches.clear();
@@ -224,6 +225,79 @@ fn scylla_batching(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+/// What the live sink does per drain: the same grouping, with tokens located by the real
+/// driver's replica locator over a 3-node, 4-shard CQL test node's metadata.
+fn live_locator(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    events: &[Bytes],
+) {
+    use std::io::BufRead;
+    use tidegate::sink::scylla::grouping::{CqlBatchLimits, Grouper};
+    use tidegate::sink::scylla::sink::{locate_and_group, LocalTable};
+
+    let mut node = std::process::Command::new(env!("CARGO_BIN_EXE_cql-testnode"))
+        .args(["--nodes", "3", "--shards", "4", "--port", "0"])
+        .args(["--shard-aware-port", "0", "--control-port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the CQL test node");
+    let mut line = String::new();
+    std::io::BufReader::new(node.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let port = words[words.iter().position(|w| *w == "port").unwrap() + 1];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let schema = tidegate::sink::scylla::schema::SchemaConfig {
+        replication_factor: 1,
+        ..Default::default()
+    };
+    let session = runtime.block_on(async {
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node(format!("127.0.0.1:{port}"))
+            .build()
+            .await
+            .unwrap();
+        for statement in schema.statements() {
+            session
+                .query_unpaged(statement.as_str(), &[])
+                .await
+                .unwrap();
+        }
+        session.refresh_metadata().await.unwrap();
+        session
+    });
+    let state = session.get_cluster_state();
+    let target = LocalTable {
+        keyspace: &schema.keyspace,
+        table: &schema.table,
+        local_datacenter: "datacenter1",
+    };
+    let (mut grouper, mut hosts, mut groups, mut unroutable) =
+        (Grouper::default(), Vec::new(), Vec::new(), Vec::new());
+    group.bench_function("live_locate_and_group_10000/events", |b| {
+        b.iter(|| {
+            let unknown = locate_and_group(
+                &state,
+                target,
+                events,
+                &mut grouper,
+                CqlBatchLimits::default(),
+                &mut hosts,
+                &mut groups,
+                &mut unroutable,
+            );
+            assert!(!unknown && hosts.len() == 3);
+            black_box(groups.len())
+        })
+    });
+    let _ = node.kill();
+    let _ = node.wait();
 }
 
 /// The cost of handing a drained batch to the driver's tokio thread and getting the answer

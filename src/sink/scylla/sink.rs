@@ -12,6 +12,9 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use scylla::cluster::metadata::Strategy;
+use scylla::cluster::ClusterState;
+use scylla::frame::response::result::TableSpec;
 use scylla::routing::Token;
 use uuid::Uuid;
 
@@ -114,47 +117,96 @@ impl ScyllaSink {
     }
 }
 
+/// Where rows go: a table, and the datacenter whose replicas take the writes.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalTable<'a> {
+    pub keyspace: &'a str,
+    pub table: &'a str,
+    pub local_datacenter: &'a str,
+}
+
+/// Groups a drain into CQL batches of one shard of one node, locating each event's token
+/// with the driver's replica locator: the first replica in the local datacenter (or, if
+/// it has none, the first replica), and its shard. Group `node`s index `hosts`. Returns
+/// whether some token had no known replica (incomplete metadata): nothing is sent then.
+#[allow(clippy::too_many_arguments)] // the sink's reusable buffers, passed in
+pub fn locate_and_group(
+    state: &ClusterState,
+    target: LocalTable<'_>,
+    batch: &[Bytes],
+    grouper: &mut Grouper,
+    limits: CqlBatchLimits,
+    hosts: &mut Vec<Uuid>,
+    groups: &mut Vec<ShardBatch>,
+    unroutable: &mut Vec<Unroutable>,
+) -> bool {
+    hosts.clear();
+    groups.clear();
+    unroutable.clear();
+    let mut unknown_owner = false;
+    // Asked for the local datacenter directly, the locator walks its precomputed ring
+    // without allocating; the driver's get_token_endpoints would build a Vec per event.
+    let strategy = state
+        .get_keyspace(target.keyspace)
+        .map_or(&Strategy::LocalStrategy, |k| &k.strategy);
+    let table_spec = TableSpec::borrowed(target.keyspace, target.table);
+    let locator = state.replica_locator();
+    grouper.group(
+        batch,
+        |token| {
+            let token = Token::new(token);
+            let chosen = locator
+                .replicas_for_token(token, strategy, Some(target.local_datacenter), &table_spec)
+                .into_iter()
+                .next()
+                .or_else(|| {
+                    locator
+                        .replicas_for_token(token, strategy, None, &table_spec)
+                        .into_iter()
+                        .next()
+                });
+            match chosen {
+                Some((node, shard)) => {
+                    let index = match hosts.iter().position(|h| *h == node.host_id) {
+                        Some(i) => i,
+                        None => {
+                            hosts.push(node.host_id);
+                            hosts.len() - 1
+                        }
+                    };
+                    (index, shard as u16)
+                }
+                None => {
+                    unknown_owner = true;
+                    (usize::MAX, 0)
+                }
+            }
+        },
+        limits,
+        groups,
+        unroutable,
+    );
+    unknown_owner
+}
+
 /// The file beside each dead-letter shard's segments that says why its events are there.
 pub const REASONS_FILE: &str = "reasons.ndjson";
 
 impl Sink for ScyllaSink {
     async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
         let state = self.dispatcher.session.get_cluster_state();
-        let (keyspace, table, local_dc) = (
-            &self.dispatcher.keyspace,
-            &self.dispatcher.table,
-            &self.dispatcher.local_datacenter,
-        );
         let mut hosts: Vec<Uuid> = Vec::new();
-        let mut unknown_owner = false;
-        self.groups.clear();
-        self.unroutable.clear();
-        self.grouper.group(
-            batch,
-            |token| {
-                let replicas = state.get_token_endpoints(keyspace, table, Token::new(token));
-                let chosen = replicas
-                    .iter()
-                    .find(|(node, _)| node.datacenter.as_deref() == Some(local_dc.as_str()))
-                    .or_else(|| replicas.first());
-                match chosen {
-                    Some((node, shard)) => {
-                        let index = match hosts.iter().position(|h| *h == node.host_id) {
-                            Some(i) => i,
-                            None => {
-                                hosts.push(node.host_id);
-                                hosts.len() - 1
-                            }
-                        };
-                        (index, *shard as u16)
-                    }
-                    None => {
-                        unknown_owner = true;
-                        (usize::MAX, 0)
-                    }
-                }
+        let unknown_owner = locate_and_group(
+            &state,
+            LocalTable {
+                keyspace: &self.dispatcher.keyspace,
+                table: &self.dispatcher.table,
+                local_datacenter: &self.dispatcher.local_datacenter,
             },
+            batch,
+            &mut self.grouper,
             self.limits,
+            &mut hosts,
             &mut self.groups,
             &mut self.unroutable,
         );
