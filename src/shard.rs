@@ -78,13 +78,29 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
     ));
     let writer = match config.sink.kind {
         SinkKind::Spool => match SpoolSink::open(config.spool_config(), id).await {
-            Ok(sink) => spawn_writer(id, &ring, sink, &config, &metrics, gate_files),
+            Ok(sink) => spawn_writer(
+                id,
+                &ring,
+                sink,
+                &config,
+                &metrics,
+                gate_files,
+                spill.clone(),
+            ),
             Err(err) => {
                 let _ = started.send(Err(format!("shard {id}: {err}")));
                 return Err(err);
             }
         },
-        SinkKind::Blackhole => spawn_writer(id, &ring, Blackhole, &config, &metrics, gate_files),
+        SinkKind::Blackhole => spawn_writer(
+            id,
+            &ring,
+            Blackhole,
+            &config,
+            &metrics,
+            gate_files,
+            spill.clone(),
+        ),
         SinkKind::Scylla => {
             let dispatcher = dispatcher.expect("the server starts the driver for the scylla sink");
             let dead_letter = SpoolConfig {
@@ -92,7 +108,15 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
                 ..config.spool_config()
             };
             match ScyllaSink::open(id, dispatcher, dead_letter).await {
-                Ok(sink) => spawn_writer(id, &ring, sink, &config, &metrics, gate_files),
+                Ok(sink) => spawn_writer(
+                    id,
+                    &ring,
+                    sink,
+                    &config,
+                    &metrics,
+                    gate_files,
+                    spill.clone(),
+                ),
                 Err(err) => {
                     let _ = started.send(Err(format!("shard {id}: {err}")));
                     return Err(err);
@@ -145,6 +169,7 @@ fn spawn_writer<S: Sink + 'static>(
     config: &Config,
     metrics: &Arc<Metrics>,
     gate_files: GateFiles,
+    overflow: Option<Arc<Spill>>,
 ) -> glommio::Task<Result<(), SinkError>> {
     let (ring, policy, metrics) = (ring.clone(), config.batch_policy(), metrics.clone());
     let queue = glommio::executor().create_task_queue(
@@ -153,10 +178,20 @@ fn spawn_writer<S: Sink + 'static>(
         "writer",
     );
     let spawned = if gate_files.is_empty() {
-        glommio::spawn_local_into(writer::run(id, ring, sink, policy, metrics), queue)
+        glommio::spawn_local_into(
+            writer::run(id, ring, sink, policy, metrics, overflow),
+            queue,
+        )
     } else {
         glommio::spawn_local_into(
-            writer::run(id, ring, Gate::new(sink, gate_files), policy, metrics),
+            writer::run(
+                id,
+                ring,
+                Gate::new(sink, gate_files),
+                policy,
+                metrics,
+                overflow,
+            ),
             queue,
         )
     };

@@ -5,6 +5,11 @@
 //! and hands it to the sink. A failed write is retried with exponential backoff, never
 //! dropped: while the sink fails, the ring fills and admission answers 503, which is the
 //! backpressure the client can act on. Events leave the ring only once stored.
+//!
+//! One exception to "retry until the sink takes it": during shutdown, with the Kafka
+//! overflow configured, a batch the sink refuses is spilled instead (acknowledged by the
+//! broker before it leaves the ring), so that a stop does not wait forever on a dead sink
+//! and the drain delivers those events later.
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -16,6 +21,7 @@ use futures_lite::future;
 use glommio::timer::sleep;
 
 use crate::observe::metrics::Metrics;
+use crate::overflow::spill::Spill;
 use crate::ring::ShardRing;
 use crate::sink::{Sink, SinkError, TICK};
 
@@ -38,6 +44,7 @@ pub async fn run<S: Sink>(
     mut sink: S,
     policy: BatchPolicy,
     metrics: Arc<Metrics>,
+    overflow: Option<Arc<Spill>>,
 ) -> Result<(), SinkError> {
     let m = metrics.shard(shard);
     let mut batch: Vec<Bytes> = Vec::with_capacity(policy.max_events);
@@ -78,28 +85,41 @@ pub async fn run<S: Sink>(
             .borrow()
             .peek_batch(policy.max_events, policy.max_bytes, &mut batch);
         let started = Instant::now();
-        write_until_stored(shard, &mut sink, &batch, &metrics).await;
-        m.flush_latency.observe(started.elapsed());
+        let stored = write_until_stored(shard, &mut sink, &batch, &metrics, &ring, &overflow).await;
 
         let mut r = ring.ring.borrow_mut();
         r.consume(batch.len());
         m.ring_depth(r.len(), r.bytes());
         drop(r);
-        m.batches_flushed.fetch_add(1, Relaxed);
-        m.events_flushed.fetch_add(batch.len() as u64, Relaxed);
-        m.bytes_flushed.fetch_add(bytes as u64, Relaxed);
+        if stored == Stored::InSink {
+            m.flush_latency.observe(started.elapsed());
+            m.batches_flushed.fetch_add(1, Relaxed);
+            m.events_flushed.fetch_add(batch.len() as u64, Relaxed);
+            m.bytes_flushed.fetch_add(bytes as u64, Relaxed);
+        }
         batch.clear();
     }
 }
 
+/// Where a batch ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    InSink,
+    /// Spilled to the overflow topic during shutdown (counted there as spilled).
+    InOverflow,
+}
+
 /// Writes `batch`, retrying with capped exponential backoff until the sink takes it.
-/// Accepted events are never dropped; a sink that fails forever holds the shard at 503.
+/// Accepted events are never dropped; a sink that fails forever holds the shard at 503, and
+/// holds a shutdown too unless the overflow can take the batch instead.
 async fn write_until_stored<S: Sink>(
     shard: usize,
     sink: &mut S,
     batch: &[Bytes],
     metrics: &Metrics,
-) {
+    ring: &ShardRing,
+    overflow: &Option<Arc<Spill>>,
+) -> Stored {
     let m = metrics.shard(shard);
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -108,12 +128,23 @@ async fn write_until_stored<S: Sink>(
                 if m.sink_failing.swap(false, Relaxed) {
                     tracing::info!(shard, "sink recovered");
                 }
-                return;
+                return Stored::InSink;
             }
             Err(err) => {
                 m.sink_errors.fetch_add(1, Relaxed);
                 if !m.sink_failing.swap(true, Relaxed) {
                     tracing::error!(shard, error = %err, events = batch.len(), "sink write failed; retrying");
+                }
+                if let (true, Some(spill)) = (ring.is_closing(), overflow) {
+                    if let Ok(elapsed) = spill.send(shard, batch).await {
+                        spill.stats.spilled_at_shutdown(batch.len(), elapsed);
+                        tracing::warn!(
+                            shard,
+                            events = batch.len(),
+                            "shutting down with the sink failing: batch spilled to the overflow topic"
+                        );
+                        return Stored::InOverflow;
+                    }
                 }
                 sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);

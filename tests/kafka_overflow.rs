@@ -367,10 +367,22 @@ fn the_standalone_drain_writes_what_a_server_spilled() {
     let spilled = server.metric("tidegate_kafka_spilled_events_total");
     assert_eq!(spilled, 70, "all but the ring's 10 events spilled");
 
-    let drained_dir = dir.path().join("drain-data");
+    let (drained, stderr) = drain_standalone(&broker, &dir.path().join("drain-data"), 70);
+    assert!(drained.is_subset(&accepted));
+    assert!(stderr.contains("70 events written"), "{stderr}");
+}
+
+/// Runs `tidegate drain` (spool sink into `data_dir`) until it has written at least
+/// `expected` events, then stops it with SIGTERM; returns the drained event_ids and its
+/// stderr, having checked that it exited cleanly.
+fn drain_standalone(
+    broker: &Broker,
+    data_dir: &std::path::Path,
+    expected: usize,
+) -> (BTreeSet<String>, String) {
     let mut drain = std::process::Command::new(env!("CARGO_BIN_EXE_tidegate"))
         .args(["drain", "--kafka-brokers", &broker.address(), "--data-dir"])
-        .arg(&drained_dir)
+        .arg(data_dir)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -378,22 +390,57 @@ fn the_standalone_drain_writes_what_a_server_spilled() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let drained = loop {
-        let ids = if drained_dir.join("drained").exists() {
-            support::event_ids(&support::spool_cat(&drained_dir.join("drained")).0)
+        let ids = if data_dir.join("drained").exists() {
+            support::event_ids(&support::spool_cat(&data_dir.join("drained")).0)
         } else {
             BTreeSet::new()
         };
-        if ids.len() >= 70 {
+        if ids.len() >= expected {
             break ids;
         }
         assert!(Instant::now() < deadline, "drained only {}", ids.len());
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(drained.is_subset(&accepted));
     support::signal(drain.id(), "TERM");
     let status = support::wait_timeout(&mut drain, Duration::from_secs(30)).expect("drain exits");
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut drain.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{stderr}");
-    assert!(stderr.contains("70 events written"), "{stderr}");
+    (drained, stderr)
+}
+
+/// A stop while the sink fails for good: without an overflow the writer would retry
+/// forever; with one, each batch the sink refuses is spilled, the server exits, and the
+/// drain delivers every accepted event later.
+#[test]
+fn a_stop_with_a_failing_sink_hands_the_ring_to_the_overflow() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let fail = dir.path().join("fail");
+    std::fs::write(&fail, b"").unwrap();
+    let mut server = Server::start_with_env(
+        &["--shards", "1", "--test-fail-file", fail.to_str().unwrap()],
+        &[
+            ("TIDEGATE_KAFKA_BROKERS", &broker.address()),
+            ("TIDEGATE_KAFKA_PARTITIONS", "2"),
+        ],
+    );
+    let (accepted, refused) = post_batches(&server, 95, 5, 10, |r, k| format!("f{r}-{k}"));
+    assert!(refused.is_empty());
+    assert_eq!(
+        server.metric("tidegate_kafka_spilled_events_total"),
+        0,
+        "the ring had room: nothing spilled while serving"
+    );
+    let started = Instant::now();
+    assert!(server.terminate().success(), "the stop completes");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let (events, _) = server.spool_cat();
+    assert!(events.is_empty(), "the failing sink stored nothing");
+
+    let (drained, _) = drain_standalone(&broker, &dir.path().join("drain-data"), 50);
+    assert_eq!(
+        drained, accepted,
+        "every accepted event reached the overflow"
+    );
 }

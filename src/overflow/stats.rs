@@ -52,6 +52,8 @@ pub struct OverflowStats {
     /// Of those, events spilled by the hot-key limit rather than a full ring.
     pub events_hot_key: AtomicU64,
     pub requests_spilled: AtomicU64,
+    /// Of the spilled events, those a writer spilled at shutdown because its sink failed.
+    pub events_spilled_at_shutdown: AtomicU64,
     failures: [AtomicU64; SpillFailure::ALL.len()],
     /// Events the broker holds although their request was answered 503 (acknowledged
     /// late, or beside an event that failed): they will be drained all the same (see the
@@ -93,6 +95,15 @@ impl OverflowStats {
         self.events_hot_key
             .fetch_add(hot_key_events as u64, Relaxed);
         self.requests_spilled.fetch_add(1, Relaxed);
+        self.produce_latency.observe(elapsed);
+        self.last_spill_ms.store(now_ms(), Relaxed);
+    }
+
+    /// Counts a batch a writer spilled at shutdown (see `crate::writer`).
+    pub fn spilled_at_shutdown(&self, events: usize, elapsed: Duration) {
+        self.events_spilled.fetch_add(events as u64, Relaxed);
+        self.events_spilled_at_shutdown
+            .fetch_add(events as u64, Relaxed);
         self.produce_latency.observe(elapsed);
         self.last_spill_ms.store(now_ms(), Relaxed);
     }
@@ -142,6 +153,11 @@ impl MetricsSource for OverflowStats {
                 "tidegate_kafka_spilled_requests_total",
                 "Requests answered 202 with some or all events spilled.",
                 &self.requests_spilled,
+            ),
+            (
+                "tidegate_kafka_spilled_at_shutdown_events_total",
+                "Of the spilled events, those spilled at shutdown because the sink was failing.",
+                &self.events_spilled_at_shutdown,
             ),
             (
                 "tidegate_kafka_orphaned_events_total",
