@@ -26,9 +26,12 @@ sink=${TIDEGATE_TUNING_SINK:-blackhole}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --quiet --bin tidegate
 
-out="bench/results/tuning-$(date -u +%Y%m%d-%H%M)"
-mkdir -p "$out"
 work=$(mktemp -d)
+# Results are assembled aside and moved into bench/results only once complete, so that an
+# interrupted run leaves no partial table behind.
+final="bench/results/tuning-$(date -u +%Y%m%d-%H%M)"
+out="$work/results"
+mkdir -p "$out"
 applied=()
 cleanup() {
   kill $(jobs -p) 2>/dev/null || true
@@ -98,4 +101,6 @@ for round in $(seq "$rounds"); do
   done
 done
 python3 tuning/report.py "$out"
-echo "written to $out"
+mkdir -p "$(dirname "$final")"
+mv "$out" "$final"
+echo "written to $final"
