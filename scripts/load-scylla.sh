@@ -19,12 +19,8 @@ cargo build --release --quiet --bin tidegate --bin cql-testnode
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-control() { # control COMMAND -> the node's answer, without the END line
-  exec 3<>"/dev/tcp/127.0.0.1/$control_port"
-  echo "$1" >&3
-  while IFS= read -r line <&3; do [[ $line == END ]] && break; echo "$line"; done
-  exec 3>&-
-}
+# shellcheck source=scripts/testnode.sh
+source scripts/testnode.sh
 
 out="bench/results/load-scylla-$(date -u +%Y%m%d-%H%M).md"
 {
@@ -36,14 +32,7 @@ out="bench/results/load-scylla-$(date -u +%Y%m%d-%H%M).md"
   echo "| scenario | requests/s | events/s | non-2xx | CQL batches | rows per batch | write requests at the node | single-shard share |"
   echo "|---|---|---|---|---|---|---|---|"
   for scenario in batch100 many_users; do
-    taskset -c 0 target/release/cql-testnode --nodes "$nodes" --shards "$shards" --port 0 \
-      --shard-aware-port 0 --control-port 0 >"$work/node.out" 2>&1 &
-    node_pid=$!
-    for _ in $(seq 100); do grep -q control-port "$work/node.out" 2>/dev/null && break; sleep 0.05; done
-    port=$(awk '{ for (i = 1; i < NF; i++) if ($i == "port") print $(i + 1) }' "$work/node.out")
-    control_port=$(awk '{ for (i = 1; i < NF; i++) if ($i == "control-port") print $(i + 1) }' "$work/node.out")
-    export TIDEGATE_SCYLLA_CONTACT_POINTS="127.0.0.1:$port" TIDEGATE_SCHEMA_REPLICATION_FACTOR=1
-    target/release/tidegate schema apply >/dev/null
+    start_testnode 0 "$nodes" "$shards"
     taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --sink scylla \
       --data-dir "$work/data" --log-level error >"$work/tg.out" 2>&1 &
     tg_pid=$!

@@ -25,12 +25,8 @@ cargo build --release --quiet --bin tidegate --bin cql-testnode
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-control() { # control COMMAND -> the node's answer, without the END line
-  exec 3<>"/dev/tcp/127.0.0.1/$control_port"
-  echo "$1" >&3
-  while IFS= read -r line <&3; do [[ $line == END ]] && break; echo "$line"; done
-  exec 3>&-
-}
+# shellcheck source=scripts/testnode.sh
+source scripts/testnode.sh
 
 kafka_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 (cd "$work" && taskset -c 1 "$tansu" broker --storage-engine memory://tansu/ \
@@ -38,13 +34,7 @@ kafka_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1"
   >"$work/tansu.out" 2>&1) &
 for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break; sleep 0.05; done
 
-taskset -c 1 target/release/cql-testnode --nodes 1 --shards 1 --port 0 --shard-aware-port 0 \
-  --control-port 0 >"$work/node.out" 2>&1 &
-for _ in $(seq 100); do grep -q control-port "$work/node.out" 2>/dev/null && break; sleep 0.05; done
-port=$(awk '{ for (i = 1; i < NF; i++) if ($i == "port") print $(i + 1) }' "$work/node.out")
-control_port=$(awk '{ for (i = 1; i < NF; i++) if ($i == "control-port") print $(i + 1) }' "$work/node.out")
-export TIDEGATE_SCYLLA_CONTACT_POINTS="127.0.0.1:$port" TIDEGATE_SCHEMA_REPLICATION_FACTOR=1
-target/release/tidegate schema apply >/dev/null
+start_testnode 1 1 1
 
 TIDEGATE_RING_CAPACITY_BYTES=$((ring_mib << 20)) TIDEGATE_RING_CAPACITY_EVENTS=10000000 \
   TIDEGATE_SCYLLA_REQUEST_TIMEOUT_MS=1000 TIDEGATE_KAFKA_BROKERS="127.0.0.1:$kafka_port" \
