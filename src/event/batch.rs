@@ -11,7 +11,7 @@
 use simd_json::{tape::Tape, Buffers};
 
 use super::encoded::EncodeBuf;
-use super::json_text::KeyScratch;
+use super::json_text::PayloadScratch;
 use super::validate::{skip_value, validate_event, EventLimits, FieldError, ValidateContext};
 
 /// How the body frames its events.
@@ -98,7 +98,7 @@ pub struct BatchParser {
     limits: BatchLimits,
     buffers: Buffers,
     tape: Tape<'static>,
-    scratch: KeyScratch,
+    scratch: PayloadScratch,
 }
 
 impl BatchParser {
@@ -110,7 +110,7 @@ impl BatchParser {
             limits,
             buffers: Buffers::with_max_depth(64 * 1024, parse_depth),
             tape: Tape(Vec::new()),
-            scratch: KeyScratch::default(),
+            scratch: PayloadScratch::default(),
         }
     }
 
@@ -158,7 +158,7 @@ impl BatchParser {
 struct Run<'s> {
     limits: BatchLimits,
     received_at_ms: i64,
-    scratch: &'s mut KeyScratch,
+    scratch: &'s mut PayloadScratch,
     start: usize,
     invalid: usize,
     details: Vec<EventError>,
@@ -176,8 +176,10 @@ impl Run<'_> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(BatchError::Empty);
         }
+        self.scratch.numbers.scan(body);
         simd_json::fill_tape(body, buffers, tape).map_err(|e| malformed(&e, 0, None))?;
         let nodes = &tape.0;
+        self.scratch.numbers.index_tape(nodes);
         match nodes[0] {
             simd_json::tape::Node::Object { .. } => self.event(nodes, 0, 0, out, batch),
             simd_json::tape::Node::Array { len, .. } => {
@@ -218,8 +220,10 @@ impl Run<'_> {
                     max: self.limits.max_events,
                 });
             }
+            self.scratch.numbers.scan(line);
             simd_json::fill_tape(line, buffers, tape)
                 .map_err(|e| malformed(&e, offset, Some(line_number + 1)))?;
+            self.scratch.numbers.index_tape(&tape.0);
             self.event(&tape.0, 0, index, out, batch);
             index += 1;
         }

@@ -1,13 +1,17 @@
 //! Writing JSON text: string escaping, and re-emitting a parsed payload from simd-json's tape.
 //!
 //! simd-json unescapes strings in place, so the original payload text is gone by the time
-//! validation sees it; the payload is re-emitted from the tape in canonical form (no
-//! whitespace) straight into the event's encoded bytes. The same single pass enforces the
+//! validation sees it; the payload is re-emitted from the tape in compact form (no
+//! insignificant whitespace) straight into the event's encoded bytes. Strings are
+//! re-escaped minimally (same value); numbers are written with the exact text the client
+//! sent (see `numbers`), never re-formatted from a parsed value. The same single pass enforces the
 //! nesting limit and rejects duplicate keys: a body whose meaning depends on which of two
 //! equal keys a reader keeps is refused rather than stored ambiguously.
 
 use bytes::BufMut;
 use simd_json::{tape::Node, StaticNode};
+
+use super::numbers::NumberTexts;
 
 /// Why a payload could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,11 +20,14 @@ pub enum PayloadError {
     DuplicateKey(String),
 }
 
-/// Scratch space reused across payloads so duplicate-key checks do not allocate per object:
-/// (key hash, tape index of the key) for every key of every object still open.
+/// Scratch space reused across payloads so re-emitting does not allocate per object.
 #[derive(Default)]
-pub struct KeyScratch {
+pub struct PayloadScratch {
+    /// (key hash, tape index of the key) for every key of every object still open, for
+    /// the duplicate-key check.
     keys: Vec<(u64, usize)>,
+    /// The texts of the current document's numbers.
+    pub numbers: NumberTexts,
 }
 
 /// Keys of objects larger than this are checked for duplicates by sorting instead of a
@@ -34,12 +41,15 @@ pub fn write_value<B: BufMut>(
     at: usize,
     depth: usize,
     max_depth: usize,
-    scratch: &mut KeyScratch,
+    scratch: &mut PayloadScratch,
     out: &mut B,
 ) -> Result<usize, PayloadError> {
     match nodes[at] {
         Node::Static(value) => {
-            write_static(out, value);
+            match scratch.numbers.text_of(at) {
+                Some(text) => out.put_slice(text),
+                None => write_static(out, value),
+            }
             Ok(at + 1)
         }
         Node::String(s) => {
@@ -229,16 +239,12 @@ mod tests {
 
     fn reemit(text: &str, max_depth: usize) -> Result<String, PayloadError> {
         let mut input = text.as_bytes().to_vec();
+        let mut scratch = PayloadScratch::default();
+        scratch.numbers.scan(&mut input);
         let tape = simd_json::to_tape(&mut input).unwrap();
+        scratch.numbers.index_tape(&tape.0);
         let mut out = Vec::new();
-        let end = write_value(
-            &tape.0,
-            0,
-            0,
-            max_depth,
-            &mut KeyScratch::default(),
-            &mut out,
-        )?;
+        let end = write_value(&tape.0, 0, 0, max_depth, &mut scratch, &mut out)?;
         assert_eq!(end, tape.0.len());
         Ok(String::from_utf8(out).unwrap())
     }
@@ -249,6 +255,17 @@ mod tests {
         assert_eq!(
             reemit(text, 32).unwrap(),
             r#"{"a":[1,-2,3.5,true,null,"x\"y\\z\u0001"],"b":{"c":{}}}"#
+        );
+    }
+
+    #[test]
+    fn keeps_every_number_exactly_as_sent() {
+        let text = r#"{"pi":3.141592653589793238,"tiny":1e-400,"cents":1.10,"e":1e2,
+            "u":18446744073709551616,"neg":-9223372036854775809,"huge":1E+400,
+            "z":-0.0,"list":[0,1.0e-5,123456789012345678901234567890]}"#;
+        assert_eq!(
+            reemit(text, 32).unwrap(),
+            r#"{"pi":3.141592653589793238,"tiny":1e-400,"cents":1.10,"e":1e2,"u":18446744073709551616,"neg":-9223372036854775809,"huge":1E+400,"z":-0.0,"list":[0,1.0e-5,123456789012345678901234567890]}"#
         );
     }
 

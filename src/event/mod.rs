@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod encoded;
 pub mod json_text;
+pub mod numbers;
 pub mod timestamp;
 pub mod validate;
 

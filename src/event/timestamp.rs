@@ -5,6 +5,11 @@
 //! 3339's `date-time` (`T` or `t` separator, optional fraction of any length, `Z`/`z` or a
 //! `±HH:MM` offset), checks day-of-month against the calendar, truncates the fraction to
 //! milliseconds, and is cross-checked against the `time` crate in the tests.
+//!
+//! A leap second (`:60`, RFC 3339 §5.7) is accepted when it falls at 23:59 UTC (after the
+//! offset is applied), and maps to the last millisecond of that minute (`23:59:59.999Z`):
+//! epoch time has no 61st second, and this keeps the event inside the minute and the day
+//! the client named, ordered after every other event of that minute.
 
 /// Parses an RFC 3339 date-time into milliseconds since the Unix epoch (may be negative).
 pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
@@ -31,7 +36,7 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
         || day > days_in_month(year, month)
         || hour > 23
         || minute > 59
-        || second > 59
+        || second > 60
     {
         return None;
     }
@@ -70,6 +75,15 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
             }
         }
         _ => return None,
+    };
+    let (second, millis) = if second == 60 {
+        let utc_minute_of_day = (hour * 60 + minute - offset_minutes).rem_euclid(24 * 60);
+        if utc_minute_of_day != 23 * 60 + 59 {
+            return None;
+        }
+        (59, 999)
+    } else {
+        (second, millis)
     };
     let days = days_from_civil(year, month, day);
     let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_minutes * 60;
@@ -132,7 +146,24 @@ mod tests {
             parse_rfc3339_millis("2024-02-29t23:59:59.9999999z"),
             Some(1_709_251_199_999)
         );
+        // Leap seconds: 23:59:60 UTC, directly or through an offset, is the minute's last ms.
+        assert_eq!(
+            parse_rfc3339_millis("2016-12-31T23:59:60Z"),
+            parse_rfc3339_millis("2016-12-31T23:59:59.999Z")
+        );
+        assert_eq!(
+            parse_rfc3339_millis("2016-12-31T23:59:60.5Z"),
+            parse_rfc3339_millis("2016-12-31T23:59:59.999Z")
+        );
+        assert_eq!(
+            parse_rfc3339_millis("1990-12-31T15:59:60-08:00"),
+            parse_rfc3339_millis("1990-12-31T23:59:59.999Z")
+        );
         for bad in [
+            "2016-12-31T23:58:60Z",
+            "2016-12-31T22:59:60Z",
+            "2016-12-31T23:59:60+01:00",
+            "2016-12-31T23:59:61Z",
             "2024-02-30T00:00:00Z",
             "2023-02-29T00:00:00Z",
             "2024-13-01T00:00:00Z",

@@ -9,7 +9,7 @@ use simd_json::{tape::Node, StaticNode};
 use uuid::Uuid;
 
 use super::encoded::{encode_into, EncodeBuf, EventFields};
-use super::json_text::{self, KeyScratch, PayloadError};
+use super::json_text::{self, PayloadError, PayloadScratch};
 use super::timestamp::parse_rfc3339_millis;
 
 /// Limits on a single event.
@@ -42,10 +42,27 @@ pub struct FieldError {
     pub reason: String,
 }
 
+/// The longest piece of client input an error repeats back (a field or key name); a
+/// longer one is cut at a character boundary and marked with `…`. Error answers must
+/// name what is wrong without letting a client amplify its request into a huge reply.
+pub const MAX_ECHOED_BYTES: usize = 64;
+
+/// `text`, cut to at most [`MAX_ECHOED_BYTES`] (plus the mark) if it is longer.
+pub fn clip_echo(text: &str) -> String {
+    if text.len() <= MAX_ECHOED_BYTES {
+        return text.to_owned();
+    }
+    let mut end = MAX_ECHOED_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 impl FieldError {
     fn new(field: &str, reason: impl Into<String>) -> Self {
         FieldError {
-            field: Some(field.to_owned()),
+            field: Some(clip_echo(field)),
             reason: reason.into(),
         }
     }
@@ -55,7 +72,7 @@ impl FieldError {
 pub struct ValidateContext<'s> {
     pub limits: EventLimits,
     pub received_at_ms: i64,
-    pub scratch: &'s mut KeyScratch,
+    pub scratch: &'s mut PayloadScratch,
 }
 
 /// Validates the event whose node is `nodes[at]` and appends its encoded form to `out`.
@@ -153,7 +170,10 @@ pub fn validate_event<B: EncodeBuf>(
             }
             PayloadError::DuplicateKey(key) => FieldError::new(
                 "payload",
-                format!("duplicate key {key:?}: a key may appear once per object"),
+                format!(
+                    "duplicate key {:?}: a key may appear once per object",
+                    clip_echo(&key)
+                ),
             ),
         });
     }
