@@ -36,15 +36,19 @@ pub enum UnavailableCause {
     OverflowSaturated,
     /// The spill was needed, but the broker did not acknowledge every event in time.
     OverflowUnavailable,
+    /// The shard's budget for request bodies being received
+    /// (`limits.max_inflight_body_bytes`) cannot hold this body.
+    BodyMemory,
 }
 
 impl UnavailableCause {
-    pub const ALL: [UnavailableCause; 5] = [
+    pub const ALL: [UnavailableCause; 6] = [
         UnavailableCause::RingFull,
         UnavailableCause::ShuttingDown,
         UnavailableCause::ConnectionLimit,
         UnavailableCause::OverflowSaturated,
         UnavailableCause::OverflowUnavailable,
+        UnavailableCause::BodyMemory,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl UnavailableCause {
             UnavailableCause::ConnectionLimit => "connection_limit",
             UnavailableCause::OverflowSaturated => "overflow_saturated",
             UnavailableCause::OverflowUnavailable => "overflow_unavailable",
+            UnavailableCause::BodyMemory => "body_memory",
         }
     }
 
@@ -72,6 +77,10 @@ impl UnavailableCause {
             UnavailableCause::OverflowUnavailable => {
                 "the buffer is full and the overflow topic did not acknowledge the request in time; \
                  it was not accepted (events with a client-set event_id are safe to retry)"
+            }
+            UnavailableCause::BodyMemory => {
+                "this shard is receiving as many request bodies as its memory budget allows; \
+                 nothing was kept"
             }
         }
     }

@@ -15,7 +15,7 @@ use thiserror::Error;
 use toml::{Table, Value};
 
 use crate::event::{BatchLimits, EventLimits};
-use crate::ingress::{ConnectionPolicy, HttpLimits, Timeouts};
+use crate::ingress::{BodyTimeout, ConnectionPolicy, HttpLimits, Lingering, Timeouts};
 use crate::ring::RingCapacity;
 use crate::sink::scylla::schema::SchemaConfig;
 use crate::sink::spool::{FsyncPolicy, SpoolConfig};
@@ -156,8 +156,24 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// A connection with no bytes moving in either direction for this long is closed.
     pub idle_timeout_ms: u64,
-    /// Largest request head (request line and headers).
+    /// Largest request head (request line and headers); a larger one gets 431.
     pub max_header_bytes: usize,
+    /// Longest request target (path and query); a longer one gets 414.
+    pub max_uri_bytes: usize,
+    /// Time a request body gets to arrive once its head has, before the extensions below.
+    pub body_read_timeout_ms: u64,
+    /// Each byte of body received extends the body's deadline by `1 / rate` seconds, so a
+    /// slow but steady upload completes while a trickle gets 408 (Apache's mod_reqtimeout
+    /// `body=…,MinRate=…`).
+    pub body_min_bytes_per_second: u64,
+    /// After an early final answer, how long the server keeps reading and discarding what
+    /// the client still sends, so that the client reads the answer rather than a reset
+    /// (nginx's lingering_time)…
+    pub lingering_time_ms: u64,
+    /// …how long it waits for each further byte meanwhile (nginx's lingering_timeout)…
+    pub lingering_timeout_ms: u64,
+    /// …and how many bytes it discards at most.
+    pub lingering_max_bytes: u64,
     /// On SIGTERM/SIGINT, how long open connections may take to finish.
     pub shutdown_grace_ms: u64,
     /// The Retry-After value sent with every 503.
@@ -174,6 +190,9 @@ pub struct LimitsConfig {
     pub max_body_bytes: usize,
     /// Request body after Content-Encoding is undone.
     pub max_decompressed_bytes: usize,
+    /// Per shard: memory held by request bodies being received. A body that does not fit
+    /// in what is left gets 503 `body_memory` at once.
+    pub max_inflight_body_bytes: usize,
     pub max_events_per_request: usize,
     /// Nesting depth inside `payload`, the payload object itself counting as 1.
     pub max_payload_depth: usize,
@@ -238,6 +257,12 @@ impl Default for ServerConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             max_header_bytes: 64 * 1024,
+            max_uri_bytes: 8 * 1024,
+            body_read_timeout_ms: 10_000,
+            body_min_bytes_per_second: 1024,
+            lingering_time_ms: 30_000,
+            lingering_timeout_ms: 5_000,
+            lingering_max_bytes: 16 << 20,
             shutdown_grace_ms: 30_000,
             retry_after_seconds: 1,
             spin_before_park_us: 0,
@@ -250,6 +275,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_body_bytes: 1 << 20,
             max_decompressed_bytes: 10 << 20,
+            max_inflight_body_bytes: 64 << 20,
             max_events_per_request: 10_000,
             max_payload_depth: 32,
         }
@@ -399,6 +425,24 @@ impl Config {
             self.server.header_read_timeout_ms,
         )?;
         positive("server.idle_timeout_ms", self.server.idle_timeout_ms)?;
+        if self.server.max_header_bytes < 1024 {
+            return Err(invalid("server.max_header_bytes", "must be at least 1024"));
+        }
+        positive("server.max_uri_bytes", self.server.max_uri_bytes as u64)?;
+        positive(
+            "server.body_read_timeout_ms",
+            self.server.body_read_timeout_ms,
+        )?;
+        positive(
+            "server.body_min_bytes_per_second",
+            self.server.body_min_bytes_per_second,
+        )?;
+        if self.limits.max_inflight_body_bytes < self.limits.max_body_bytes {
+            return Err(invalid(
+                "limits.max_inflight_body_bytes",
+                "must be at least limits.max_body_bytes, or a largest body could never be read",
+            ));
+        }
         positive("limits.max_body_bytes", self.limits.max_body_bytes as u64)?;
         positive(
             "limits.max_decompressed_bytes",
@@ -567,6 +611,12 @@ impl Config {
         HttpLimits {
             max_body_bytes: self.limits.max_body_bytes,
             max_decompressed_bytes: self.limits.max_decompressed_bytes,
+            max_inflight_body_bytes: self.limits.max_inflight_body_bytes,
+            max_uri_bytes: self.server.max_uri_bytes,
+            body_timeout: BodyTimeout {
+                initial: Duration::from_millis(self.server.body_read_timeout_ms),
+                min_bytes_per_second: self.server.body_min_bytes_per_second,
+            },
             retry_after_secs: self.server.retry_after_seconds,
         }
     }
@@ -579,6 +629,11 @@ impl Config {
             },
             max_connections: self.server.max_connections_per_shard,
             max_header_bytes: self.server.max_header_bytes,
+            lingering: Lingering {
+                time: Duration::from_millis(self.server.lingering_time_ms),
+                timeout: Duration::from_millis(self.server.lingering_timeout_ms),
+                max_bytes: self.server.lingering_max_bytes,
+            },
             shutdown_grace: Duration::from_millis(self.server.shutdown_grace_ms),
         }
     }

@@ -320,16 +320,23 @@ fn slow_heads_and_idle_connections_are_closed() {
         "--config",
         &support_config("[server]\nheader_read_timeout_ms = 300\nidle_timeout_ms = 1000\n"),
     ]);
-    // A head that never completes is cut after the header-read timeout.
+    // A head that never completes is answered 408 after the header-read timeout, then closed.
     let mut slow = TcpStream::connect(server.addr).unwrap();
     slow.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\n")
         .unwrap();
     let started = Instant::now();
     slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut buf = [0u8; 64];
-    let n = slow.read(&mut buf).unwrap_or(0);
-    assert_eq!(n, 0, "closed without a response");
+    let mut reader = BufReader::new(slow.try_clone().unwrap());
+    let timed_out = read_response(&mut reader).expect("a 408, not a silent close");
     let waited = started.elapsed();
+    assert_eq!(timed_out.status, 408);
+    assert_eq!(timed_out.json()["error"], "request_timeout");
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        reader.read(&mut buf).unwrap_or(0),
+        0,
+        "closed after the 408"
+    );
     assert!(
         waited >= Duration::from_millis(250) && waited < Duration::from_millis(900),
         "{waited:?}"

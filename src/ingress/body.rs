@@ -1,14 +1,120 @@
 //! Reading a request body within limits, and undoing its Content-Encoding within limits.
 //!
-//! Two limits apply: the body as sent (checked against Content-Length before reading, and
-//! again while reading, since chunked bodies announce no length) and the body after
+//! Two size limits apply: the body as sent (checked against Content-Length before reading,
+//! and again while reading, since chunked bodies announce no length) and the body after
 //! decompression. The second is what stops a decompression bomb: the decoder is never
 //! asked for more than one byte past the limit.
+//!
+//! Two more keep hostile clients from holding a shard's memory and connection slots:
+//! - the shard's [`BodyBudget`] bounds the memory of all bodies being received at once;
+//!   a body that does not fit is refused (503 `body_memory`) before a byte of it is read,
+//!   so a client can never make the shard wait for memory it does not have;
+//! - the [`BodyTimeout`] ends a body that does not keep arriving at a minimum rate (408).
+//!
+//! Decompression and parsing run without an await, one request at a time per shard, so
+//! their buffers are bounded by the per-request limits alone.
 
+use std::cell::Cell;
 use std::io::Read;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+/// How long a body may take: `initial`, plus one second for every `min_bytes_per_second`
+/// bytes received, so a slow but steady upload completes while a trickle does not.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout {
+    pub initial: Duration,
+    pub min_bytes_per_second: u64,
+}
+
+impl BodyTimeout {
+    /// The deadline of a body that began at `started` and has delivered `received` bytes.
+    pub fn deadline(&self, started: Instant, received: u64) -> Instant {
+        let earned = Duration::from_secs_f64(received as f64 / self.min_bytes_per_second as f64);
+        started + self.initial + earned
+    }
+}
+
+/// One shard's memory for bodies being received; shared by its connections.
+#[derive(Debug)]
+pub struct BodyBudget {
+    available: Cell<usize>,
+    limit: usize,
+}
+
+impl BodyBudget {
+    pub fn new(limit: usize) -> Rc<Self> {
+        Rc::new(BodyBudget {
+            available: Cell::new(limit),
+            limit,
+        })
+    }
+
+    /// Bytes currently charged to bodies in flight.
+    pub fn in_use(&self) -> usize {
+        self.limit - self.available.get()
+    }
+
+    fn try_take(&self, bytes: usize) -> bool {
+        match self.available.get().checked_sub(bytes) {
+            Some(left) => {
+                self.available.set(left);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The memory one body holds against its shard's [`BodyBudget`]; given back on drop.
+pub struct BodyCharge {
+    budget: Rc<BodyBudget>,
+    bytes: usize,
+}
+
+impl BodyCharge {
+    pub fn new(budget: Rc<BodyBudget>) -> Self {
+        BodyCharge { budget, bytes: 0 }
+    }
+
+    /// Charges the buffer's capacity: what the body really holds, whatever its length.
+    fn cover(&mut self, buf: &Vec<u8>) -> Result<(), BodyError> {
+        let capacity = buf.capacity();
+        if capacity > self.bytes {
+            if !self.budget.try_take(capacity - self.bytes) {
+                return Err(BodyError::NoMemory);
+            }
+            self.bytes = capacity;
+        }
+        Ok(())
+    }
+
+    /// Makes room for `extra` more bytes in `buf` (growing by doubling, never past
+    /// `limit`) and charges what that costs.
+    fn grow(&mut self, buf: &mut Vec<u8>, extra: usize, limit: usize) -> Result<(), BodyError> {
+        let needed = buf.len() + extra;
+        if needed > buf.capacity() {
+            let target = needed.max((buf.capacity() * 2).min(limit));
+            // Charge before allocating, so that a refused body never allocates.
+            if target > self.bytes && !self.budget.try_take(target - self.bytes) {
+                return Err(BodyError::NoMemory);
+            }
+            self.bytes = self.bytes.max(target);
+            buf.reserve_exact(target - buf.len());
+        }
+        self.cover(buf)
+    }
+}
+
+impl Drop for BodyCharge {
+    fn drop(&mut self) {
+        let budget = &self.budget;
+        budget.available.set(budget.available.get() + self.bytes);
+    }
+}
 
 /// How the body is encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,23 +149,46 @@ pub enum BodyError {
     },
     #[error("reading the request body failed: {0}")]
     Read(#[from] hyper::Error),
+    #[error("the shard's memory for request bodies is in use")]
+    NoMemory,
+    #[error("the request body did not arrive in time")]
+    TimedOut,
 }
 
-/// Appends the whole body to `into`, failing as soon as it passes `limit` bytes.
+/// Appends the whole body to `into`, charging its memory to `charge`. Fails as soon as
+/// the body passes `limit` bytes, does not fit the budget, or misses its deadline.
+/// `declared` is the Content-Length, when there is one (already checked against `limit`).
 pub async fn read_limited(
     mut body: Incoming,
     limit: usize,
+    declared: Option<usize>,
+    timeout: BodyTimeout,
+    charge: &mut BodyCharge,
     into: &mut Vec<u8>,
 ) -> Result<(), BodyError> {
-    while let Some(frame) = body.frame().await {
+    match declared {
+        Some(len) => charge.grow(into, len, limit)?,
+        None => charge.cover(into)?,
+    }
+    let started = Instant::now();
+    loop {
+        let deadline = timeout.deadline(started, into.len() as u64);
+        let next = futures_lite::future::or(async { Some(body.frame().await) }, async {
+            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+            None
+        })
+        .await;
+        let Some(frame) = next.ok_or(BodyError::TimedOut)? else {
+            return Ok(());
+        };
         if let Ok(data) = frame?.into_data() {
             if into.len() + data.len() > limit {
                 return Err(BodyError::TooLarge { limit });
             }
+            charge.grow(into, data.len(), limit)?;
             into.extend_from_slice(&data);
         }
     }
-    Ok(())
 }
 
 /// Decodes `input` into `out`, producing at most `limit` bytes.
@@ -128,6 +257,44 @@ mod tests {
             decompress(ContentEncoding::Zstd, b"not zstd", 100, &mut out),
             Err(BodyError::BadEncoding { .. })
         ));
+    }
+
+    #[test]
+    fn body_deadline_grows_with_progress_only() {
+        let timeout = BodyTimeout {
+            initial: Duration::from_secs(10),
+            min_bytes_per_second: 1000,
+        };
+        let t0 = Instant::now();
+        assert_eq!(timeout.deadline(t0, 0), t0 + Duration::from_secs(10));
+        assert_eq!(timeout.deadline(t0, 5_000), t0 + Duration::from_secs(15));
+        // A trickle of one byte a second earns a millisecond a second: it expires at ~10 s.
+        assert!(timeout.deadline(t0, 10) < t0 + Duration::from_millis(10_011));
+    }
+
+    #[test]
+    fn budget_is_charged_by_capacity_and_given_back() {
+        let budget = BodyBudget::new(1000);
+        let mut a = BodyCharge::new(budget.clone());
+        let mut buf_a = Vec::new();
+        a.grow(&mut buf_a, 600, 1000).unwrap();
+        assert!(budget.in_use() >= 600);
+        let mut b = BodyCharge::new(budget.clone());
+        let mut buf_b = Vec::new();
+        assert!(matches!(
+            b.grow(&mut buf_b, 600, 1000),
+            Err(BodyError::NoMemory)
+        ));
+        assert_eq!(buf_b.capacity(), 0, "a refused body allocates nothing");
+        drop(a);
+        b.grow(&mut buf_b, 600, 1000).unwrap();
+        drop(b);
+        assert_eq!(budget.in_use(), 0);
+        // A buffer that already has room (from the pool) is charged for that room.
+        let mut c = BodyCharge::new(budget.clone());
+        let pooled = Vec::with_capacity(900);
+        c.cover(&pooled).unwrap();
+        assert!(budget.in_use() >= 900);
     }
 
     #[test]

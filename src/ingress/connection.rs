@@ -1,31 +1,59 @@
 //! Serving one TCP connection: HTTP/1.1 keep-alive and pipelining through hyper, the
-//! header-read and idle timeouts, and graceful shutdown.
+//! header-read and idle timeouts, back-pressure, and the lingering close.
 //!
 //! The timeouts are enforced by a watchdog beside hyper rather than by hyper's own timer,
 //! because hyper's header timer also runs while a keep-alive connection sits idle, which
 //! would merge the two limits into one. The watchdog sees the activity the I/O adapter
-//! records and drops the connection when the head of a request takes longer than
-//! `header_read` or no byte moves for `idle`.
+//! records and ends the connection when the head of a request takes longer than
+//! `header_read` (answering 408) or no byte moves for `idle`.
+//!
+//! Back-pressure: hyper stops reading a connection while the responses it has not yet
+//! written to the socket fill its write buffer (bounded by `max_buf_size`), provided
+//! `pipeline_flush` is off. With it on, hyper holds responses back for as long as its read
+//! buffer has bytes, and a client that pipelines without reading made it buffer without
+//! end (about 3.7 MB of responses per MB of requests).
+//!
+//! Lingering close: when the server ends a connection while the client may still be
+//! sending (an early 413 or 503, a 408, `Connection: close` with more bytes behind it),
+//! closing at once turns those unread bytes into a TCP reset, and a reset can destroy the
+//! answer before the client reads it. So the server sends its FIN, then reads and discards
+//! what still arrives, within bounds of time and bytes, before it closes (as nginx's
+//! `lingering_close` does).
 
+use std::cell::Cell;
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::pin;
+use std::net::Shutdown;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
+use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 
 use super::handler::{self, IngressContext};
-use super::io::{Activity, HyperStream};
+use super::io::{poll_discard, Activity, HyperStream, StreamReturn};
+use super::response;
 use crate::admission::UnavailableCause;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub header_read: Duration,
     pub idle: Duration,
+}
+
+/// Bounds on reading and discarding after the server has decided to close.
+#[derive(Debug, Clone, Copy)]
+pub struct Lingering {
+    /// Longest the whole lingering phase may take.
+    pub time: Duration,
+    /// Longest to wait for each further read.
+    pub timeout: Duration,
+    /// Most bytes discarded before closing regardless.
+    pub max_bytes: u64,
 }
 
 /// Why a connection ended early.
@@ -35,17 +63,77 @@ enum Expired {
     Idle,
 }
 
+/// What one connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub timeouts: Timeouts,
+    pub max_header_bytes: usize,
+    pub lingering: Lingering,
+}
+
 /// Serves `stream` until the client closes it, a timeout expires, or shutdown completes it.
 /// With `over_limit`, the connection gets one 503 (connection limit) and is closed.
 pub async fn serve(
     ctx: Rc<IngressContext>,
     stream: TcpStream,
-    timeouts: Timeouts,
-    max_header_bytes: usize,
+    limits: ConnectionLimits,
     over_limit: bool,
 ) {
     let activity = Activity::new();
-    let io = HyperStream::new(stream, activity.clone());
+    let returned: StreamReturn = Rc::new(Cell::new(None));
+    let outcome = serve_http(&ctx, stream, &activity, &returned, limits, over_limit).await;
+    let Some(mut stream) = returned.take() else {
+        return;
+    };
+    // A request under way when the connection ended gets its answer, unless hyper still
+    // holds earlier responses the socket has not taken: writing beside them would corrupt
+    // them, and the client that is not reading them is not reading this either.
+    let last_answer = match &outcome {
+        Ok(()) => None,
+        Err(Ended::Expired(Expired::HeaderRead)) => {
+            handler::count_timeout(&ctx);
+            Some(response::raw_timeout())
+        }
+        Err(Ended::Expired(Expired::Idle)) => None,
+        Err(Ended::Http(err)) => {
+            tracing::debug!(shard = ctx.shard, error = %err, "connection ended");
+            err.is_parse().then(|| {
+                let status = handler::count_unparseable(&ctx, err);
+                response::raw_unparseable(status, &err.to_string())
+            })
+        }
+    };
+    if let Some(bytes) = last_answer.filter(|_| !activity.write_blocked.get()) {
+        let write = async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await
+        };
+        let _ = futures_lite::future::or(async { write.await.ok() }, async {
+            glommio::timer::sleep(limits.lingering.timeout).await;
+            None
+        })
+        .await;
+    }
+    linger(stream, limits.lingering).await;
+}
+
+#[derive(Debug)]
+enum Ended {
+    Expired(Expired),
+    Http(hyper::Error),
+}
+
+/// Runs hyper on the connection; when this returns, hyper has been dropped and the socket
+/// is in `returned`.
+async fn serve_http(
+    ctx: &Rc<IngressContext>,
+    stream: TcpStream,
+    activity: &Rc<Activity>,
+    returned: &StreamReturn,
+    limits: ConnectionLimits,
+    over_limit: bool,
+) -> Result<(), Ended> {
+    let io = HyperStream::new(stream, activity.clone(), returned.clone());
     let service = {
         let ctx = ctx.clone();
         let activity = activity.clone();
@@ -71,31 +159,56 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .keep_alive(!over_limit)
-        .pipeline_flush(true)
-        .max_buf_size(max_header_bytes.max(8192))
+        // Off: see the module comment (back-pressure).
+        .pipeline_flush(false)
+        // The head limit exactly as configured; the buffer that holds it (and bounds the
+        // responses waiting to be written) only as large as that needs.
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size(limits.max_header_bytes.max(8192))
         .header_read_timeout(None);
     let mut conn = pin!(builder.serve_connection(io, service));
-    let mut watchdog = pin!(watchdog(activity, timeouts));
+    let mut watchdog = pin!(watchdog(activity.clone(), limits.timeouts));
     let mut shutdown = pin!(ctx.shutdown.wait());
     let mut shutting_down = false;
 
-    let outcome = std::future::poll_fn(|cx| {
+    std::future::poll_fn(|cx| {
         if !shutting_down && shutdown.as_mut().poll(cx).is_ready() {
             // Finish the request in flight, if any, then close; idle connections close now.
             conn.as_mut().graceful_shutdown();
             shutting_down = true;
         }
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-            return Poll::Ready(result.map_err(|e| e.to_string()));
+            return Poll::Ready(result.map_err(Ended::Http));
         }
         if let Poll::Ready(expired) = watchdog.as_mut().poll(cx) {
-            return Poll::Ready(Err(format!("closed: {expired:?} timeout")));
+            return Poll::Ready(Err(Ended::Expired(expired)));
         }
         Poll::Pending
     })
-    .await;
-    if let Err(reason) = outcome {
-        tracing::debug!(shard = ctx.shard, %reason, "connection ended");
+    .await
+}
+
+/// Sends FIN, then reads and discards until the client closes or a bound is reached.
+async fn linger(mut stream: TcpStream, bounds: Lingering) {
+    let _ = stream.shutdown(Shutdown::Write).await;
+    let started = Instant::now();
+    let mut discarded = 0u64;
+    while discarded < bounds.max_bytes {
+        let left = bounds.time.saturating_sub(started.elapsed());
+        if left.is_zero() {
+            break;
+        }
+        let read = std::future::poll_fn(|cx| poll_discard(Pin::new(&mut stream), cx));
+        let waited = futures_lite::future::or(async { Some(read.await) }, async {
+            glommio::timer::sleep(bounds.timeout.min(left)).await;
+            None
+        })
+        .await;
+        match waited {
+            Some(Ok(n)) if n > 0 => discarded += n as u64,
+            // End of stream, an error, or silence for `timeout`: done.
+            _ => break,
+        }
     }
 }
 

@@ -15,10 +15,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, StatusCode};
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode, Version};
 
-use super::body::{self, BodyError, ContentEncoding};
+use super::body::{self, BodyBudget, BodyCharge, BodyError, BodyTimeout, ContentEncoding};
 use super::response::{self, Reply};
 use crate::admission::{self, Admission, OverflowGate, SpillPlan, UnavailableCause};
 use crate::event::{BatchError, BatchParser, BodyFormat, EncodedBatch};
@@ -34,6 +34,11 @@ use crate::shutdown::Shutdown;
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub max_decompressed_bytes: usize,
+    /// Per shard: bodies being received hold at most this much memory.
+    pub max_inflight_body_bytes: usize,
+    /// Longest request target; longer gets 414.
+    pub max_uri_bytes: usize,
+    pub body_timeout: BodyTimeout,
     pub retry_after_secs: u32,
 }
 
@@ -57,6 +62,7 @@ pub struct IngressContext {
     encode_buf: RefCell<BytesMut>,
     batch: RefCell<EncodedBatch>,
     buffers: RefCell<Vec<Vec<u8>>>,
+    body_budget: Rc<BodyBudget>,
 }
 
 impl IngressContext {
@@ -85,6 +91,7 @@ impl IngressContext {
             encode_buf: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
             batch: RefCell::new(EncodedBatch::default()),
             buffers: RefCell::new(Vec::new()),
+            body_budget: BodyBudget::new(limits.max_inflight_body_bytes),
         }
     }
 
@@ -103,6 +110,12 @@ impl IngressContext {
 
 /// Answers one request and counts it.
 pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
+    if let Some(reply) = check_head(ctx, &req) {
+        ctx.metrics
+            .shard(ctx.shard)
+            .request(Route::Other, reply.status().as_u16());
+        return reply;
+    }
     let (route, reply) = match req.uri().path() {
         "/v1/events" => (
             Route::Events,
@@ -149,6 +162,106 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
         .shard(ctx.shard)
         .request(route, reply.status().as_u16());
     reply
+}
+
+/// The rules every request head must meet whatever its route; `Some` is the refusal.
+/// Refusals close the connection: a head that breaks framing rules leaves no trustworthy
+/// place where a next request would begin.
+fn check_head(ctx: &IngressContext, req: &Request<Incoming>) -> Option<Reply> {
+    let uri_len = req
+        .uri()
+        .path_and_query()
+        .map_or(req.uri().path().len(), |pq| pq.as_str().len());
+    if uri_len > ctx.limits.max_uri_bytes {
+        return Some(reject(
+            ctx,
+            RequestRejection::UriTooLong,
+            response::closing(response::error(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                "the request target is too long",
+                &format!(",\"limit\":{}", ctx.limits.max_uri_bytes),
+            )),
+        ));
+    }
+    // One pass over the headers (every value of each): a lookup by name hashes the name,
+    // a walk only compares known names.
+    let (mut hosts, mut content_types, mut content_encodings) = (0, 0, 0);
+    for (name, _) in req.headers() {
+        if name == HOST {
+            hosts += 1;
+        } else if name == CONTENT_TYPE {
+            content_types += 1;
+        } else if name == CONTENT_ENCODING {
+            content_encodings += 1;
+        }
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host; none is allowed in 1.0.
+    let host_ok = match req.version() {
+        Version::HTTP_10 => hosts <= 1,
+        _ => hosts == 1,
+    };
+    if !host_ok {
+        return Some(bad_request(
+            ctx,
+            "bad_host",
+            "an HTTP/1.1 request must carry exactly one Host header",
+        ));
+    }
+    for (name, count) in [
+        (CONTENT_TYPE, content_types),
+        (CONTENT_ENCODING, content_encodings),
+    ] {
+        if count > 1 {
+            return Some(bad_request(
+                ctx,
+                "duplicate_header",
+                &format!("the {name} header may appear only once"),
+            ));
+        }
+    }
+    None
+}
+
+fn bad_request(ctx: &IngressContext, code: &str, message: &str) -> Reply {
+    reject(
+        ctx,
+        RequestRejection::BadRequest,
+        response::closing(response::error(StatusCode::BAD_REQUEST, code, message, "")),
+    )
+}
+
+/// The status for a request hyper could not parse, counted: 431 for a head over
+/// `server.max_header_bytes`, 414 for hyper's own URI limit, 505 for an HTTP version other
+/// than 1.0 and 1.1 (HTTP/2's preface included), 400 for anything else.
+pub fn count_unparseable(ctx: &IngressContext, err: &hyper::Error) -> StatusCode {
+    let reason = err.to_string();
+    let (status, why) = if err.is_parse_too_large() {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            RequestRejection::BadRequest,
+        )
+    } else if err.is_parse_version_h2() || reason.starts_with("invalid HTTP version") {
+        (
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            RequestRejection::BadRequest,
+        )
+    } else if reason.starts_with("URI too long") {
+        (StatusCode::URI_TOO_LONG, RequestRejection::UriTooLong)
+    } else {
+        (StatusCode::BAD_REQUEST, RequestRejection::BadRequest)
+    };
+    let metrics = ctx.metrics.shard(ctx.shard);
+    metrics.request_rejected(why);
+    metrics.request(Route::Other, status.as_u16());
+    status
+}
+
+/// Counts a 408 sent for a head that did not complete in time.
+pub fn count_timeout(ctx: &IngressContext) {
+    let metrics = ctx.metrics.shard(ctx.shard);
+    metrics.request_rejected(RequestRejection::BodyTimeout);
+    metrics.request(Route::Other, 408);
 }
 
 fn is_get(method: &Method) -> bool {
@@ -226,12 +339,12 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
         return reject(
             ctx,
             RequestRejection::UnsupportedMediaType,
-            response::error(
+            response::closing(response::error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Content-Type must be application/json or application/x-ndjson",
                 "",
-            ),
+            )),
         );
     };
     let encoding_header = headers
@@ -241,12 +354,12 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
         return reject(
             ctx,
             RequestRejection::UnsupportedMediaType,
-            response::error(
+            response::closing(response::error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Content-Encoding must be gzip, zstd or identity",
                 "",
-            ),
+            )),
         );
     };
     let declared = headers
@@ -263,8 +376,18 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     }
 
     let mut raw = ctx.take_buffer();
-    if let Err(err) = body::read_limited(req.into_body(), ctx.limits.max_body_bytes, &mut raw).await
-    {
+    let mut charge = BodyCharge::new(ctx.body_budget.clone());
+    let read = body::read_limited(
+        req.into_body(),
+        ctx.limits.max_body_bytes,
+        declared.map(|len| len as usize),
+        ctx.limits.body_timeout,
+        &mut charge,
+        &mut raw,
+    )
+    .await;
+    if let Err(err) = read {
+        drop(charge);
         ctx.return_buffer(raw);
         return body_error(ctx, err);
     }
@@ -284,6 +407,7 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
         ctx.return_buffer(decoded);
         decided
     };
+    drop(charge);
     ctx.return_buffer(raw);
     match decided {
         Ok(reply) => reply,
@@ -313,13 +437,15 @@ fn body_error(ctx: &IngressContext, err: BodyError) -> Reply {
         BodyError::TooLarge { limit } => reject(
             ctx,
             RequestRejection::BodyTooLarge,
-            response::error(
+            response::closing(response::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 &message,
                 &format!(",\"limit\":{limit}"),
-            ),
+            )),
         ),
+        BodyError::NoMemory => response::closing(unavailable(ctx, UnavailableCause::BodyMemory)),
+        BodyError::TimedOut => reject(ctx, RequestRejection::BodyTimeout, response::body_timeout()),
         BodyError::DecompressedTooLarge { limit } => reject(
             ctx,
             RequestRejection::DecompressedTooLarge,

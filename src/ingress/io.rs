@@ -24,6 +24,12 @@ pub struct Activity {
     pub head_started: Cell<Option<Instant>>,
     /// Whether a request is being handled (set by the service).
     pub in_request: Cell<bool>,
+    /// Whether hyper holds response bytes the socket has not taken yet (its last write was
+    /// refused or partial). Nothing may be written beside hyper while this is set.
+    pub write_blocked: Cell<bool>,
+    /// Set when hyper tried to send its own bodiless error answer to a request it could not
+    /// parse; the adapter held it back so the connection can send a JSON one instead.
+    pub held_back_answer: Cell<bool>,
 }
 
 impl Activity {
@@ -32,6 +38,8 @@ impl Activity {
             last_io: Cell::new(Instant::now()),
             head_started: Cell::new(None),
             in_request: Cell::new(false),
+            write_blocked: Cell::new(false),
+            held_back_answer: Cell::new(false),
         })
     }
 
@@ -56,15 +64,64 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
 }
 
+/// Where a [`HyperStream`] leaves its socket when hyper drops it, so that the connection
+/// can still answer a timeout and close with lingering after hyper is done with it.
+pub type StreamReturn = Rc<Cell<Option<TcpStream>>>;
+
 pub struct HyperStream {
-    stream: TcpStream,
+    stream: Option<TcpStream>,
     activity: Rc<Activity>,
+    on_drop: StreamReturn,
 }
 
 impl HyperStream {
-    pub fn new(stream: TcpStream, activity: Rc<Activity>) -> Self {
-        HyperStream { stream, activity }
+    pub fn new(stream: TcpStream, activity: Rc<Activity>, on_drop: StreamReturn) -> Self {
+        HyperStream {
+            stream: Some(stream),
+            activity,
+            on_drop,
+        }
     }
+
+    fn stream(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(
+            self.stream
+                .as_mut()
+                .expect("the stream leaves only on drop"),
+        )
+    }
+}
+
+impl Drop for HyperStream {
+    fn drop(&mut self) {
+        self.on_drop.set(self.stream.take());
+    }
+}
+
+/// Where, in bytes hyper is writing, its own answer to an unparseable request begins.
+///
+/// On a parse error hyper writes a bare status line and `content-length: 0` as the last
+/// thing on the connection; every answer tidegate's service gives carries a Content-Type.
+/// So the bytes end with an empty line, and the last response head in them has no
+/// Content-Type. Our bodies never hold a raw CR LF CR LF (JSON escapes control
+/// characters), so only a head can end that way; the check costs nothing for the usual
+/// response, which ends with its body.
+fn automatic_answer_at(buf: &[u8]) -> Option<usize> {
+    if !buf.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let at = memchr::memmem::rfind(buf, b"HTTP/1.1 ")?;
+    let head = &buf[at..];
+    let has_content_type = head
+        .split(|&b| b == b'\n')
+        .any(|line| line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"));
+    (!has_content_type).then_some(at)
+}
+
+/// Reads whatever is available into the per-thread scratch buffer and throws it away;
+/// `Ready(Ok(0))` at end of stream.
+pub fn poll_discard(stream: Pin<&mut TcpStream>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    SCRATCH.with_borrow_mut(|scratch| stream.poll_read(cx, scratch))
 }
 
 impl hyper::rt::Read for HyperStream {
@@ -76,7 +133,7 @@ impl hyper::rt::Read for HyperStream {
         let this = self.get_mut();
         SCRATCH.with_borrow_mut(|scratch| {
             let want = buf.remaining().min(scratch.len());
-            match Pin::new(&mut this.stream).poll_read(cx, &mut scratch[..want]) {
+            match this.stream().poll_read(cx, &mut scratch[..want]) {
                 Poll::Ready(Ok(n)) => {
                     if n > 0 {
                         let now = Instant::now();
@@ -104,20 +161,59 @@ impl hyper::rt::Write for HyperStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = Pin::new(&mut this.stream).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = result {
-            if n > 0 {
-                this.activity.last_io.set(Instant::now());
+        let buf = match automatic_answer_at(buf) {
+            // Everything before hyper's own answer goes out first; the answer never does.
+            Some(0) => {
+                this.activity.held_back_answer.set(true);
+                this.activity.write_blocked.set(false);
+                return Poll::Ready(Ok(buf.len()));
             }
+            Some(at) => &buf[..at],
+            None => buf,
+        };
+        let result = this.stream().poll_write(cx, buf);
+        match result {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.activity.last_io.set(Instant::now());
+                }
+                this.activity.write_blocked.set(n < buf.len());
+            }
+            Poll::Pending => this.activity.write_blocked.set(true),
+            Poll::Ready(Err(_)) => {}
         }
         result
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        self.get_mut().stream().poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_close(cx)
+    /// The connection, not hyper, closes the socket: after hyper is done it may still
+    /// write the answer hyper could not give, then closes with lingering.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::automatic_answer_at;
+
+    #[test]
+    fn finds_only_hypers_bodiless_answer() {
+        let ours = b"HTTP/1.1 202 Accepted\r\ncontent-type: application/json\r\ncontent-length: 14\r\n\r\n{\"accepted\":1}";
+        let head_only =
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n";
+        let auto = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert_eq!(automatic_answer_at(ours), None);
+        assert_eq!(
+            automatic_answer_at(head_only),
+            None,
+            "HEAD answers keep their type"
+        );
+        assert_eq!(automatic_answer_at(auto), Some(0));
+        let both = [&ours[..], &auto[..]].concat();
+        assert_eq!(automatic_answer_at(&both), Some(ours.len()));
     }
 }

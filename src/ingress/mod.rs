@@ -20,7 +20,8 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::net::TcpListener;
 
-pub use connection::Timeouts;
+pub use body::BodyTimeout;
+pub use connection::{Lingering, Timeouts};
 pub use handler::{HttpLimits, IngressContext};
 
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +29,7 @@ pub struct ConnectionPolicy {
     pub timeouts: Timeouts,
     pub max_connections: usize,
     pub max_header_bytes: usize,
+    pub lingering: Lingering,
     /// How long shutdown waits for open connections to finish their requests.
     pub shutdown_grace: Duration,
 }
@@ -64,14 +66,12 @@ pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: Conne
         shard_metrics().connections_accepted.fetch_add(1, Relaxed);
         let (ctx, open, closed) = (ctx.clone(), open.clone(), closed.clone());
         glommio::spawn_local(async move {
-            connection::serve(
-                ctx.clone(),
-                stream,
-                policy.timeouts,
-                policy.max_header_bytes,
-                over_limit,
-            )
-            .await;
+            let limits = connection::ConnectionLimits {
+                timeouts: policy.timeouts,
+                max_header_bytes: policy.max_header_bytes,
+                lingering: policy.lingering,
+            };
+            connection::serve(ctx.clone(), stream, limits, over_limit).await;
             open.set(open.get() - 1);
             ctx.metrics
                 .shard(ctx.shard)

@@ -1,8 +1,12 @@
 //! The JSON bodies and headers of every answer tidegate gives.
+//!
+//! Error bodies stay under [`MAX_ERROR_BODY_BYTES`] whatever the request held: they name
+//! what is wrong, repeating client input only in clipped pieces, so an error can never be
+//! used to amplify a small request into a large reply.
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use crate::admission::UnavailableCause;
@@ -10,6 +14,64 @@ use crate::event::encoded::write_json_string;
 use crate::event::{BatchError, EventError};
 
 pub type Reply = Response<Full<Bytes>>;
+
+/// The largest error body tidegate sends.
+pub const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
+/// The per-event error list stops growing past this, leaving room for the rest.
+const MAX_ERROR_LIST_BYTES: usize = 12 * 1024;
+/// Messages (which may quote a parser's description of the input) are cut to this.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Marks `reply` as the last on its connection: for answers given before the body was
+/// read, where the rest of the body cannot be told apart from a next request.
+pub fn closing(mut reply: Reply) -> Reply {
+    reply
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    reply
+}
+
+const TIMEOUT_BODY: &str =
+    "{\"error\":\"request_timeout\",\"message\":\"the request did not arrive in time\"}";
+
+/// An answer written straight to the socket, for the requests hyper cannot hand to the
+/// service (a head that timed out or did not parse); hyper has been dropped by then.
+fn raw(status: StatusCode, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// The 408 sent when a request's head does not complete in time.
+pub fn raw_timeout() -> Vec<u8> {
+    raw(StatusCode::REQUEST_TIMEOUT, TIMEOUT_BODY)
+}
+
+/// The answer to a head hyper could not parse; `reason` is hyper's fixed description.
+pub fn raw_unparseable(status: StatusCode, reason: &str) -> Vec<u8> {
+    let code = match status {
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header_too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED => "http_version_not_supported",
+        _ => "bad_request",
+    };
+    let mut body = String::from("{\"error\":");
+    write_json_string(&mut body, code);
+    body.push_str(",\"message\":");
+    write_json_string(&mut body, clip(reason, MAX_MESSAGE_BYTES));
+    body.push('}');
+    raw(status, &body)
+}
+
+/// The 408 for a body that did not arrive in time (the connection then closes).
+pub fn body_timeout() -> Reply {
+    closing(json(StatusCode::REQUEST_TIMEOUT, TIMEOUT_BODY.into()))
+}
 
 pub fn json(status: StatusCode, body: String) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -31,6 +93,7 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Rep
 
 /// `{"error": code, "message": message}` plus any extra members, already JSON.
 pub fn error(status: StatusCode, code: &str, message: &str, extra: &str) -> Reply {
+    let message = clip(message, MAX_MESSAGE_BYTES);
     let mut body = String::with_capacity(64 + message.len() + extra.len());
     body.push_str("{\"error\":");
     write_json_string(&mut body, code);
@@ -124,9 +187,26 @@ pub fn batch_error(err: &BatchError) -> Reply {
     }
 }
 
+fn clip(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// The per-event errors as a JSON array, followed by `"errors_truncated":true` when the
+/// list had to stop short of every reported error.
 fn event_errors(details: &[EventError]) -> String {
     let mut out = String::from("[");
     for (i, d) in details.iter().enumerate() {
+        if out.len() > MAX_ERROR_LIST_BYTES {
+            out.push_str("],\"errors_truncated\":true");
+            return out;
+        }
         if i > 0 {
             out.push(',');
         }
@@ -136,7 +216,7 @@ fn event_errors(details: &[EventError]) -> String {
             None => out.push_str("null"),
         }
         out.push_str(",\"reason\":");
-        write_json_string(&mut out, &d.error.reason);
+        write_json_string(&mut out, clip(&d.error.reason, MAX_MESSAGE_BYTES));
         out.push('}');
     }
     out.push(']');

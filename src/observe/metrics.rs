@@ -66,10 +66,16 @@ pub enum RequestRejection {
     DecompressedTooLarge,
     BadEncoding,
     UnsupportedMediaType,
+    /// The request's head broke HTTP's rules (Host, duplicated framing headers).
+    BadRequest,
+    /// The request target was longer than `server.max_uri_bytes`.
+    UriTooLong,
+    /// The body did not arrive within `server.body_read_timeout_ms` and its extensions.
+    BodyTimeout,
 }
 
 impl RequestRejection {
-    const ALL: [RequestRejection; 9] = [
+    const ALL: [RequestRejection; 12] = [
         RequestRejection::MalformedJson,
         RequestRejection::Empty,
         RequestRejection::NotAnEvent,
@@ -79,6 +85,9 @@ impl RequestRejection {
         RequestRejection::DecompressedTooLarge,
         RequestRejection::BadEncoding,
         RequestRejection::UnsupportedMediaType,
+        RequestRejection::BadRequest,
+        RequestRejection::UriTooLong,
+        RequestRejection::BodyTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -92,6 +101,9 @@ impl RequestRejection {
             RequestRejection::DecompressedTooLarge => "decompressed_too_large",
             RequestRejection::BadEncoding => "bad_encoding",
             RequestRejection::UnsupportedMediaType => "unsupported_media_type",
+            RequestRejection::BadRequest => "bad_request",
+            RequestRejection::UriTooLong => "uri_too_long",
+            RequestRejection::BodyTimeout => "body_timeout",
         }
     }
 }
