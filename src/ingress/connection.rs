@@ -98,7 +98,7 @@ pub async fn serve(
         Err(Ended::Http(err)) => {
             tracing::debug!(shard = ctx.shard, error = %err, "connection ended");
             err.is_parse().then(|| {
-                let status = handler::count_unparseable(&ctx, err);
+                let status = handler::count_unparseable(&ctx, err, &activity);
                 response::raw_unparseable(status, &err.to_string())
             })
         }

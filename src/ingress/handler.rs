@@ -232,16 +232,22 @@ fn bad_request(ctx: &IngressContext, code: &str, message: &str) -> Reply {
 }
 
 /// The status for a request hyper could not parse, counted: 431 for a head over
-/// `server.max_header_bytes`, 414 for hyper's own URI limit, 505 for an HTTP version other
-/// than 1.0 and 1.1 (HTTP/2's preface included), 400 for anything else.
-pub fn count_unparseable(ctx: &IngressContext, err: &hyper::Error) -> StatusCode {
+/// `server.max_header_bytes`, 414 for hyper's own URI limit, 505 for a well-formed HTTP
+/// version other than 1.0 and 1.1 (HTTP/2's preface included), 400 for anything else.
+pub fn count_unparseable(
+    ctx: &IngressContext,
+    err: &hyper::Error,
+    activity: &super::io::Activity,
+) -> StatusCode {
     let reason = err.to_string();
     let (status, why) = if err.is_parse_too_large() {
         (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RequestRejection::BadRequest,
         )
-    } else if err.is_parse_version_h2() || reason.starts_with("invalid HTTP version") {
+    } else if err.is_parse_version_h2()
+        || (reason.starts_with("invalid HTTP version") && activity.saw_unsupported_version())
+    {
         (
             StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             RequestRejection::BadRequest,

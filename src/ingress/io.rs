@@ -30,6 +30,11 @@ pub struct Activity {
     /// Set when hyper tried to send its own bodiless error answer to a request it could not
     /// parse; the adapter held it back so the connection can send a JSON one instead.
     pub held_back_answer: Cell<bool>,
+    /// The last bytes of the request line of the head that began with the latest read
+    /// (where the HTTP version stands), to tell an unsupported version (505) from a
+    /// malformed line (400) when hyper reports only "invalid version".
+    request_line_end: Cell<[u8; 16]>,
+    request_line_end_len: Cell<u8>,
 }
 
 impl Activity {
@@ -40,7 +45,34 @@ impl Activity {
             in_request: Cell::new(false),
             write_blocked: Cell::new(false),
             held_back_answer: Cell::new(false),
+            request_line_end: Cell::new([0; 16]),
+            request_line_end_len: Cell::new(0),
         })
+    }
+
+    fn note_request_line_end(&self, read: &[u8]) {
+        let line_end = memchr::memchr(b'\n', read).unwrap_or(read.len());
+        let line = read[..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&read[..line_end]);
+        let tail = &line[line.len().saturating_sub(16)..];
+        let mut kept = [0; 16];
+        kept[..tail.len()].copy_from_slice(tail);
+        self.request_line_end.set(kept);
+        self.request_line_end_len.set(tail.len() as u8);
+    }
+
+    /// Whether the request line last seen ends in a well-formed HTTP version other than
+    /// 1.0 and 1.1 (`HTTP/2.0`, `HTTP/1.2`): a version the server does not support, as
+    /// opposed to a line that is not HTTP at all.
+    pub fn saw_unsupported_version(&self) -> bool {
+        let kept = self.request_line_end.get();
+        let line = &kept[..usize::from(self.request_line_end_len.get())];
+        let version = line.rsplit(|&b| b == b' ').next().unwrap_or(&[]);
+        matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit())
+            && version != b"HTTP/1.1"
+            && version != b"HTTP/1.0"
     }
 
     pub fn request_started(&self) {
@@ -142,6 +174,7 @@ impl hyper::rt::Read for HyperStream {
                             && this.activity.head_started.get().is_none()
                         {
                             this.activity.head_started.set(Some(now));
+                            this.activity.note_request_line_end(&scratch[..n]);
                         }
                     }
                     buf.put_slice(&scratch[..n]);
