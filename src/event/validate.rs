@@ -52,11 +52,19 @@ pub fn clip_echo(text: &str) -> String {
     if text.len() <= MAX_ECHOED_BYTES {
         return text.to_owned();
     }
-    let mut end = MAX_ECHOED_BYTES;
+    format!("{}…", cut_at_char_boundary(text, MAX_ECHOED_BYTES))
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
+pub fn cut_at_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &text[..end])
+    &text[..end]
 }
 
 impl FieldError {

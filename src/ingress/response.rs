@@ -11,6 +11,7 @@ use hyper::{Response, StatusCode};
 
 use crate::admission::UnavailableCause;
 use crate::event::encoded::write_json_string;
+use crate::event::validate::cut_at_char_boundary;
 use crate::event::{BatchError, EventError};
 
 pub type Reply = Response<Full<Bytes>>;
@@ -63,7 +64,7 @@ pub fn raw_unparseable(status: StatusCode, reason: &str) -> Vec<u8> {
     let mut body = String::from("{\"error\":");
     write_json_string(&mut body, code);
     body.push_str(",\"message\":");
-    write_json_string(&mut body, clip(reason, MAX_MESSAGE_BYTES));
+    write_json_string(&mut body, cut_at_char_boundary(reason, MAX_MESSAGE_BYTES));
     body.push('}');
     raw(status, &body)
 }
@@ -93,7 +94,7 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Rep
 
 /// `{"error": code, "message": message}` plus any extra members, already JSON.
 pub fn error(status: StatusCode, code: &str, message: &str, extra: &str) -> Reply {
-    let message = clip(message, MAX_MESSAGE_BYTES);
+    let message = cut_at_char_boundary(message, MAX_MESSAGE_BYTES);
     let mut body = String::with_capacity(64 + message.len() + extra.len());
     body.push_str("{\"error\":");
     write_json_string(&mut body, code);
@@ -187,17 +188,6 @@ pub fn batch_error(err: &BatchError) -> Reply {
     }
 }
 
-fn clip(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 /// The per-event errors as a JSON array, followed by `"errors_truncated":true` when the
 /// list had to stop short of every reported error.
 fn event_errors(details: &[EventError]) -> String {
@@ -216,7 +206,10 @@ fn event_errors(details: &[EventError]) -> String {
             None => out.push_str("null"),
         }
         out.push_str(",\"reason\":");
-        write_json_string(&mut out, clip(&d.error.reason, MAX_MESSAGE_BYTES));
+        write_json_string(
+            &mut out,
+            cut_at_char_boundary(&d.error.reason, MAX_MESSAGE_BYTES),
+        );
         out.push('}');
     }
     out.push(']');
