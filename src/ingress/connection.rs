@@ -103,6 +103,12 @@ pub async fn serve(
             })
         }
     };
+    // Lingering costs a slot for up to its timeout, so it is only for connections where
+    // the client may still be sending: not for an idle one closed by its timeout or by
+    // shutdown, nor for one the client closed.
+    let linger_needed = activity.linger_needed.get()
+        || last_answer.is_some()
+        || matches!(outcome, Err(Ended::Http(_)));
     if let Some(bytes) = last_answer.filter(|_| !activity.write_blocked.get()) {
         let write = async {
             stream.write_all(&bytes).await?;
@@ -114,7 +120,11 @@ pub async fn serve(
         })
         .await;
     }
-    linger(stream, limits.lingering).await;
+    if linger_needed {
+        linger(stream, limits.lingering).await;
+    } else {
+        let _ = stream.shutdown(Shutdown::Both).await;
+    }
 }
 
 #[derive(Debug)]
@@ -142,6 +152,9 @@ async fn serve_http(
             let activity = activity.clone();
             async move {
                 activity.request_started();
+                // The client may send more behind a request that ends its connection.
+                let client_closes = req.version() == hyper::Version::HTTP_10
+                    || req.headers().contains_key(hyper::header::CONNECTION);
                 let reply = if over_limit {
                     let reply = handler::unavailable(&ctx, UnavailableCause::ConnectionLimit);
                     ctx.metrics
@@ -151,6 +164,13 @@ async fn serve_http(
                 } else {
                     handler::handle(&ctx, req).await
                 };
+                // An answer that closes the connection may leave the body, or requests
+                // behind it, unread (every such answer of ours says `Connection: close`).
+                let server_closes = reply.status().as_u16() >= 400
+                    && reply.headers().contains_key(hyper::header::CONNECTION);
+                if client_closes || server_closes {
+                    activity.linger_needed.set(true);
+                }
                 activity.request_finished();
                 Ok::<_, Infallible>(reply)
             }

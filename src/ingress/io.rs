@@ -27,9 +27,9 @@ pub struct Activity {
     /// Whether hyper holds response bytes the socket has not taken yet (its last write was
     /// refused or partial). Nothing may be written beside hyper while this is set.
     pub write_blocked: Cell<bool>,
-    /// Set when hyper tried to send its own bodiless error answer to a request it could not
-    /// parse; the adapter held it back so the connection can send a JSON one instead.
-    pub held_back_answer: Cell<bool>,
+    /// Whether the connection must close with lingering: an answer ended it while the
+    /// client may still be sending.
+    pub linger_needed: Cell<bool>,
     /// The last bytes of the request line of the head that began with the latest read
     /// (where the HTTP version stands), to tell an unsupported version (505) from a
     /// malformed line (400) when hyper reports only "invalid version".
@@ -44,7 +44,7 @@ impl Activity {
             head_started: Cell::new(None),
             in_request: Cell::new(false),
             write_blocked: Cell::new(false),
-            held_back_answer: Cell::new(false),
+            linger_needed: Cell::new(false),
             request_line_end: Cell::new([0; 16]),
             request_line_end_len: Cell::new(0),
         })
@@ -197,7 +197,6 @@ impl hyper::rt::Write for HyperStream {
         let buf = match automatic_answer_at(buf) {
             // Everything before hyper's own answer goes out first; the answer never does.
             Some(0) => {
-                this.activity.held_back_answer.set(true);
                 this.activity.write_blocked.set(false);
                 return Poll::Ready(Ok(buf.len()));
             }
