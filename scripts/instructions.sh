@@ -23,7 +23,8 @@ fi
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$binary" "${args[@]}" \
   >"$work/out" 2>"$work/err" &
 pid=$!
-for _ in $(seq 200); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.1; done
+# Start-up under valgrind takes from a few seconds to over 20 on a busy machine.
+for _ in $(seq 900); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.1; done
 addr=$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1)
 python3 - "$addr" "$scenario" "$requests" <<'PY'
 import http.client, json, sys
