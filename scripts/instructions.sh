@@ -5,8 +5,10 @@
 #
 # Starts BINARY (default target/release/tidegate) under callgrind with one shard and the
 # blackhole sink (or the baseline server, if BINARY is baseline-server), sends REQUESTS requests of bench/wrk/SCENARIO.lua's body on one
-# keep-alive connection, stops it with SIGTERM, and prints total instructions divided by
-# the number of requests (start-up and shutdown amortised over them).
+# keep-alive connection, and prints the instructions executed while they were served
+# divided by their number: counters are zeroed once the server listens and dumped after
+# the last answer (callgrind_control), so start-up and shutdown are not counted. The
+# server is then killed: under valgrind it did not always act on SIGTERM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=${1:-target/release/tidegate}
@@ -26,6 +28,7 @@ pid=$!
 # Start-up under valgrind takes from a few seconds to over 20 on a busy machine.
 for _ in $(seq 900); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.1; done
 addr=$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1)
+callgrind_control -z "$pid" >/dev/null
 python3 - "$addr" "$scenario" "$requests" <<'PY'
 import http.client, json, sys
 addr, scenario, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -41,6 +44,8 @@ for _ in range(n):
     r = conn.getresponse(); r.read()
     assert r.status == 202, r.status
 PY
-kill -TERM "$pid"; wait "$pid" || true
-total=$(callgrind_annotate "$work/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+callgrind_control -d "$pid" >/dev/null
+kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
+dump=$(ls -t "$work"/cg.out.* | head -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
 echo "$scenario: $total instructions / $requests requests = $((total / requests)) per request"
