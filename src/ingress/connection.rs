@@ -153,8 +153,13 @@ async fn serve_http(
             async move {
                 activity.request_started();
                 // The client may send more behind a request that ends its connection.
+                // (`Connection: keep-alive` does not count: it must not make an idle
+                // connection linger when its timeout closes it.)
                 let client_closes = req.version() == hyper::Version::HTTP_10
-                    || req.headers().contains_key(hyper::header::CONNECTION);
+                    || req
+                        .headers()
+                        .get(hyper::header::CONNECTION)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
                 let reply = if over_limit {
                     let reply = handler::unavailable(&ctx, UnavailableCause::ConnectionLimit);
                     ctx.metrics
