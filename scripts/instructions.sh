@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by callgrind: repeatable where timings are not.
 #
-#   scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS]
+#   scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
 #
 # Starts BINARY (default target/release/tidegate) under callgrind with one shard and the
 # blackhole sink (or the baseline server, if BINARY is baseline-server), sends REQUESTS requests of bench/wrk/SCENARIO.lua's body on one
@@ -9,27 +9,32 @@
 # divided by their number: counters are zeroed once the server listens and dumped after
 # the last answer (callgrind_control), so start-up and shutdown are not counted. The
 # server is then killed: under valgrind it did not always act on SIGTERM.
+#
+# One run still varies by a few percent: how many requests one poll of io_uring serves
+# depends on timing. So the whole count is repeated RUNS times (default 5) and the median
+# is reported with the lowest and highest run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=${1:-target/release/tidegate}
 scenario=${2:-batch100}
 requests=${3:-2000}
+runs=${4:-5}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-if [[ $(basename "$binary") == baseline-server ]]; then
-  args=(127.0.0.1:0)   # the same-run baseline: bench/baseline_server.rs
-else
-  args=(--listen 127.0.0.1:0 --shards 1 --sink blackhole --log-level warn --data-dir "$work/data")
-fi
-valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$binary" "${args[@]}" \
-  >"$work/out" 2>"$work/err" &
-pid=$!
-# Start-up under valgrind takes from a few seconds to over 20 on a busy machine.
-for _ in $(seq 900); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.1; done
-addr=$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1)
-callgrind_control -z "$pid" >/dev/null
-python3 - "$addr" "$scenario" "$requests" <<'PY'
+count_once() {
+  local work; work=$(mktemp -d)
+  if [[ $(basename "$binary") == baseline-server ]]; then
+    args=(127.0.0.1:0)   # the same-run baseline: bench/baseline_server.rs
+  else
+    args=(--listen 127.0.0.1:0 --shards 1 --sink blackhole --log-level warn --data-dir "$work/data")
+  fi
+  valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$binary" "${args[@]}" \
+    >"$work/out" 2>"$work/err" &
+  pid=$!
+  # Start-up under valgrind takes from a few seconds to over 20 on a busy machine.
+  for _ in $(seq 900); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.1; done
+  addr=$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1)
+  callgrind_control -z "$pid" >/dev/null
+  python3 - "$addr" "$scenario" "$requests" <<'PY'
 import http.client, json, sys
 addr, scenario, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 event = lambda i: json.dumps({"user_id": "user-%06d" % i, "event_type": "screen_view",
@@ -44,8 +49,21 @@ for _ in range(n):
     r = conn.getresponse(); r.read()
     assert r.status == 202, r.status
 PY
-callgrind_control -d "$pid" >/dev/null
-kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
-dump=$(ls -t "$work"/cg.out.* | head -1)
-total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-echo "$scenario: $total instructions / $requests requests = $((total / requests)) per request"
+  callgrind_control -d "$pid" >/dev/null
+  kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
+  dump=$(ls -t "$work"/cg.out.* | head -1)
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  echo "$((total / requests))"
+  rm -rf "$work"
+}
+
+per_request=()
+for run in $(seq "$runs"); do
+  n=$(count_once)
+  echo "run $run: $n instructions per request" >&2
+  per_request+=("$n")
+done
+sorted=($(printf '%s\n' "${per_request[@]}" | sort -n))
+median=${sorted[$((runs / 2))]}
+echo "$scenario: median $median instructions per request over $runs runs of $requests requests" \
+  "(lowest ${sorted[0]}, highest ${sorted[$((runs - 1))]})"

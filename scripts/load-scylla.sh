@@ -15,7 +15,7 @@ duration=${1:-10}
 nodes=${2:-3}
 shards=${3:-4}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --quiet --bin tidegate --bin cql-testnode
+cargo build --release --quiet --bin tidegate && cargo build --release --quiet -p cql-testnode
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -21,7 +21,7 @@ ring_mib=${3:-16}
 queue_mib=64
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 tansu=$(scripts/install-tansu.sh)
-cargo build --release --quiet --bin tidegate --bin cql-testnode
+cargo build --release --quiet --bin tidegate && cargo build --release --quiet -p cql-testnode
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

@@ -25,4 +25,4 @@ export TIDEGATE_TANSU
 
 # Two shards at most in any test: CI machines have two cores.
 export RUST_BACKTRACE=1
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets

@@ -1,9 +1,38 @@
-//! The CQL test node (`src/bin/cql-testnode`) as a test fixture: start it on free ports,
-//! send it control commands, read back what it stored.
+//! The CQL test node (the `cql-testnode` workspace crate) as a test fixture: start it on
+//! free ports, send it control commands, read back what it stored.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
+
+/// The fixture's binary, beside this test's own build output. It is a crate of its own, so
+/// cargo does not hand its path to tidegate's tests; scripts/test.sh builds it first, and a
+/// test run without it (`cargo test` alone) builds it here once.
+fn binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/<profile>/deps/<test> → target/<profile>/cql-testnode
+            let path = exe.parent().unwrap().parent().unwrap().join("cql-testnode");
+            let status = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "cql-testnode",
+                    "--bin",
+                    "cql-testnode",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .unwrap();
+            assert!(status.success(), "cannot build the CQL test node");
+            assert!(path.exists(), "no {}", path.display());
+            path
+        })
+        .clone()
+}
 
 pub struct TestNode {
     child: Child,
@@ -18,7 +47,7 @@ impl TestNode {
 
     /// `nodes` members and `standby` nodes ready to `join`.
     pub fn start_with_standby(nodes: usize, standby: usize, shards: usize) -> TestNode {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cql-testnode"))
+        let mut child = Command::new(binary())
             .args([
                 "--nodes",
                 &nodes.to_string(),

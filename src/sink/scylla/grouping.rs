@@ -9,9 +9,11 @@
 
 use bytes::Bytes;
 
-use super::token::murmur3_token;
-use super::topology::NodeIndex;
 use crate::event::encoded::user_id_bytes;
+use murmur3_token::murmur3_token;
+
+/// A node, as an index into the hosts a grouping call has seen.
+pub type NodeIndex = usize;
 
 /// Bounds of one CQL batch.
 #[derive(Debug, Clone, Copy)]
@@ -126,8 +128,6 @@ impl Grouper {
 mod tests {
     use super::*;
     use crate::event::encoded::{encode_into, EventFields, EventView};
-    use crate::sink::scylla::sharding::Sharding;
-    use crate::sink::scylla::topology::{Node, Topology};
 
     fn event(user: &str, n: u128) -> Bytes {
         let mut out = Vec::new();
@@ -145,23 +145,19 @@ mod tests {
         Bytes::from(out)
     }
 
-    fn cluster() -> Topology {
-        let nodes = (1..=3)
-            .map(|i| Node {
-                address: std::net::SocketAddr::from(([127, 0, 0, i], 9042)),
-                datacenter: "dc1".into(),
-                sharding: Sharding {
-                    nr_shards: 4,
-                    ignore_msb: 12,
-                },
-            })
-            .collect();
-        // 16 vnodes per node, spread deterministically.
-        let tokens = (0..48u64).map(|i| {
-            let t = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as i64;
-            (t, (i % 3) as usize)
-        });
-        Topology::new(nodes, tokens, None).unwrap()
+    /// A stand-in for the driver's replica locator: 3 nodes of 4 shards, every token owned
+    /// by exactly one (node, shard), as a cluster's ring would.
+    struct Cluster;
+
+    impl Cluster {
+        fn target(&self, token: i64) -> (NodeIndex, u16) {
+            let bits = token as u64;
+            ((bits % 3) as NodeIndex, (bits >> 60) as u16 % 4)
+        }
+    }
+
+    fn cluster() -> Cluster {
+        Cluster
     }
 
     #[test]

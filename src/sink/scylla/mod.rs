@@ -12,7 +12,4 @@ pub mod grouping;
 pub mod replay;
 pub mod schema;
 pub mod session;
-pub mod sharding;
 pub mod sink;
-pub mod token;
-pub mod topology;

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use thiserror::Error;
 
-use super::sharding::Sharding;
+use crate::sharding::Sharding;
 
 /// One node as routing sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,10 +74,6 @@ impl Topology {
         }
         ring.sort_unstable();
         Ok(Topology { nodes, ring })
-    }
-
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
     }
 
     /// The primary (local) replica of `token`.

@@ -15,7 +15,9 @@ mod cluster;
 mod control;
 mod frame;
 mod result;
+mod sharding;
 mod statement;
+mod topology;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -27,11 +29,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 use cluster::{Cluster, Keyspace, Table, IGNORE_MSB};
 use frame::{Opcode, Reader, Writer};
+use murmur3_token::murmur3_token;
 use result::{ColumnType, ErrorCode};
+use sharding::Sharding;
 use statement::Statement;
-use tidegate::sink::scylla::sharding::Sharding;
-use tidegate::sink::scylla::token::murmur3_token;
-use tidegate::sink::scylla::topology::{Node as RouteNode, Topology};
+use topology::{Node as RouteNode, Topology};
 
 /// A prepared INSERT.
 #[derive(Clone)]

@@ -41,9 +41,19 @@ pub async fn serve(listener: TcpListener, state: Shared) -> std::io::Result<()> 
     }
 }
 
+/// `s` as a JSON string literal (RFC 8259: quote, backslash and control characters escaped).
 fn json_string(s: &str) -> String {
-    let mut out = String::new();
-    tidegate::event::encoded::write_json_string(&mut out, s);
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
     out
 }
 
