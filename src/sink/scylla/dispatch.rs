@@ -46,8 +46,9 @@ impl Default for BytesHistogram {
     }
 }
 
-use crate::config::Config;
-use crate::event::EventView;
+use super::schema::SchemaConfig;
+use super::settings::ScyllaSettings;
+use crate::encoded::EventView;
 
 /// One CQL batch: rows that all belong to `shard` of the node `host_id`.
 pub struct TargetedBatch {
@@ -121,10 +122,13 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 impl Dispatcher {
     /// Starts the driver's thread, connects and prepares the insert; fails fast when the
     /// cluster cannot be reached at start-up.
-    pub fn start(config: &Config) -> Result<Dispatcher, DispatchError> {
+    pub fn start(
+        settings: &ScyllaSettings,
+        schema: &SchemaConfig,
+    ) -> Result<Dispatcher, DispatchError> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
-        let thread_config = config.clone();
+        let (thread_settings, insert_cql) = (settings.clone(), schema.insert());
         std::thread::Builder::new()
             .name("tidegate-scylla".into())
             .spawn(move || {
@@ -139,32 +143,33 @@ impl Dispatcher {
                     }
                 };
                 runtime.block_on(async move {
-                    let config = thread_config;
-                    let session = match super::session::connect(&config.scylla).await {
+                    let settings = thread_settings;
+                    let session = match super::session::connect(&settings).await {
                         Ok(session) => Arc::new(session),
                         Err(err) => {
                             let _ = ready_tx.send(Err(err.into()));
                             return;
                         }
                     };
-                    let mut insert = match session.prepare(config.schema.insert()).await {
+                    let mut insert = match session.prepare(insert_cql).await {
                         Ok(insert) => insert,
                         Err(err) => {
                             let _ = ready_tx.send(Err(DispatchError::Prepare(err)));
                             return;
                         }
                     };
-                    insert.set_consistency(consistency(&config.scylla.consistency));
+                    let consistency = Consistency::from(settings.consistency);
+                    insert.set_consistency(consistency);
                     let stats = Arc::new(DispatchStats::default());
                     let _ = ready_tx.send(Ok((session.clone(), stats.clone())));
                     let executor = Executor {
                         session,
                         insert,
-                        consistency: consistency(&config.scylla.consistency),
-                        timeout: Duration::from_millis(config.scylla.request_timeout_ms),
+                        consistency,
+                        timeout: Duration::from_millis(settings.request_timeout_ms),
                         stats,
-                        floor: config.scylla.concurrency_floor,
-                        ceiling: config.scylla.concurrency_ceiling,
+                        floor: settings.concurrency_floor,
+                        ceiling: settings.concurrency_ceiling,
                     };
                     executor.run(jobs_rx).await;
                 });
@@ -177,9 +182,9 @@ impl Dispatcher {
             session,
             jobs: jobs_tx,
             stats,
-            local_datacenter: config.scylla.local_datacenter.clone(),
-            keyspace: config.schema.keyspace.clone(),
-            table: config.schema.table.clone(),
+            local_datacenter: settings.local_datacenter.clone(),
+            keyspace: schema.keyspace.clone(),
+            table: schema.table.clone(),
         })
     }
 }
@@ -291,16 +296,6 @@ impl crate::observe::metrics::MetricsSource for DispatchStats {
                 );
             }
         }
-    }
-}
-
-fn consistency(name: &str) -> Consistency {
-    match name {
-        "ONE" => Consistency::One,
-        "LOCAL_ONE" => Consistency::LocalOne,
-        "QUORUM" => Consistency::Quorum,
-        "ALL" => Consistency::All,
-        _ => Consistency::LocalQuorum,
     }
 }
 

@@ -7,13 +7,21 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How the keyspace's replicas are placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicationStrategy {
+    /// Per datacenter (`schema.datacenter`): what production clusters use.
+    NetworkTopologyStrategy,
+    /// One ring for the whole cluster: single-datacenter test clusters.
+    SimpleStrategy,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchemaConfig {
     pub keyspace: String,
     pub table: String,
-    /// `NetworkTopologyStrategy` (per datacenter) or `SimpleStrategy`.
-    pub replication_strategy: String,
+    pub replication_strategy: ReplicationStrategy,
     pub replication_factor: u32,
     /// Datacenter for NetworkTopologyStrategy; defaults to `scylla.local_datacenter`.
     pub datacenter: String,
@@ -25,7 +33,7 @@ impl Default for SchemaConfig {
         SchemaConfig {
             keyspace: "tidegate".into(),
             table: "events".into(),
-            replication_strategy: "NetworkTopologyStrategy".into(),
+            replication_strategy: ReplicationStrategy::NetworkTopologyStrategy,
             replication_factor: 3,
             datacenter: "datacenter1".into(),
             default_ttl_days: 30,
@@ -36,12 +44,12 @@ impl Default for SchemaConfig {
 impl SchemaConfig {
     /// The statements that create the schema, each idempotent (`IF NOT EXISTS`).
     pub fn statements(&self) -> Vec<String> {
-        let replication = match self.replication_strategy.as_str() {
-            "SimpleStrategy" => format!(
+        let replication = match self.replication_strategy {
+            ReplicationStrategy::SimpleStrategy => format!(
                 "{{'class': 'SimpleStrategy', 'replication_factor': '{}'}}",
                 self.replication_factor
             ),
-            _ => format!(
+            ReplicationStrategy::NetworkTopologyStrategy => format!(
                 "{{'class': 'NetworkTopologyStrategy', '{}': '{}'}}",
                 self.datacenter, self.replication_factor
             ),
@@ -87,14 +95,6 @@ impl SchemaConfig {
         }
         if !ident(&self.table) {
             return Err("table must be a plain CQL identifier".into());
-        }
-        if !matches!(
-            self.replication_strategy.as_str(),
-            "NetworkTopologyStrategy" | "SimpleStrategy"
-        ) {
-            return Err(
-                "replication_strategy must be NetworkTopologyStrategy or SimpleStrategy".into(),
-            );
         }
         if self.replication_factor == 0 {
             return Err("replication_factor must be at least 1".into());

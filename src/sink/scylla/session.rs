@@ -6,7 +6,7 @@ use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use thiserror::Error;
 
-use crate::config::ScyllaConfig;
+use super::settings::ScyllaSettings;
 
 #[derive(Debug, Error)]
 pub enum ConnectError {
@@ -20,7 +20,7 @@ pub enum ConnectError {
 }
 
 /// Opens a driver session to the configured cluster. Call from a tokio runtime.
-pub async fn connect(config: &ScyllaConfig) -> Result<Session, ConnectError> {
+pub async fn connect(config: &ScyllaSettings) -> Result<Session, ConnectError> {
     let mut builder = SessionBuilder::new()
         .known_nodes(&config.contact_points)
         .connection_timeout(Duration::from_millis(config.request_timeout_ms))

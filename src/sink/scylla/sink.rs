@@ -18,11 +18,11 @@ use scylla::frame::response::result::TableSpec;
 use scylla::routing::Token;
 use uuid::Uuid;
 
-use crate::event::encoded::EventView;
+use crate::encoded::EventView;
 
 use super::dispatch::{Dispatcher, Job, TargetedBatch};
 use super::grouping::{CqlBatchLimits, Grouper, ShardBatch, Unroutable};
-use crate::sink::spool::{SpoolConfig, SpoolSink};
+use crate::segment::{SegmentSettings, SegmentWriter};
 use crate::sink::{Sink, SinkError};
 
 pub struct ScyllaSink {
@@ -30,7 +30,7 @@ pub struct ScyllaSink {
     dispatcher: Dispatcher,
     grouper: Grouper,
     limits: CqlBatchLimits,
-    dead_letter: SpoolSink,
+    dead_letter: SegmentWriter,
     /// One JSON line per refused batch: when, why, and which event_ids.
     reasons: PathBuf,
     groups: Vec<ShardBatch>,
@@ -38,19 +38,20 @@ pub struct ScyllaSink {
 }
 
 impl ScyllaSink {
-    /// `dead_letter` is a spool configuration whose directory receives refused events.
+    /// Refused events go to segments kept as `dead_letter` says, with a reasons file
+    /// beside them.
     pub async fn open(
         shard: usize,
         dispatcher: Dispatcher,
-        dead_letter: SpoolConfig,
+        dead_letter: SegmentSettings,
     ) -> Result<Self, SinkError> {
-        let reasons = crate::sink::spool::shard_dir(&dead_letter.dir, shard).join(REASONS_FILE);
+        let reasons = dead_letter.dir.join(REASONS_FILE);
         Ok(ScyllaSink {
             shard,
             dispatcher,
             grouper: Grouper::default(),
             limits: CqlBatchLimits::default(),
-            dead_letter: SpoolSink::open(dead_letter, shard).await?,
+            dead_letter: SegmentWriter::open(dead_letter).await?,
             reasons,
             groups: Vec::new(),
             unroutable: Vec::new(),
@@ -69,7 +70,7 @@ impl ScyllaSink {
             reason,
             "ScyllaDB refused a batch for good; its events went to the dead-letter spool"
         );
-        self.dead_letter.write_batch(events).await?;
+        self.dead_letter.append(events).await?;
         self.record_reason(events, reason)
     }
 
@@ -83,11 +84,11 @@ impl ScyllaSink {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         line.push('"');
-        crate::event::encoded::write_rfc3339_millis(&mut line, now_ms);
+        crate::encoded::write_rfc3339_millis(&mut line, now_ms);
         line.push_str("\",\"shard\":");
         line.push_str(itoa::Buffer::new().format(self.shard));
         line.push_str(",\"reason\":");
-        crate::event::encoded::write_json_string(&mut line, reason);
+        crate::encoded::write_json_string(&mut line, reason);
         line.push_str(",\"event_ids\":[");
         for (i, event) in events.iter().enumerate() {
             if i > 0 {
@@ -256,10 +257,10 @@ impl Sink for ScyllaSink {
     }
 
     async fn tick(&mut self) -> Result<(), SinkError> {
-        self.dead_letter.tick().await
+        Ok(self.dead_letter.sync_if_due().await?)
     }
 
     async fn close(&mut self) -> Result<(), SinkError> {
-        self.dead_letter.close().await
+        Ok(self.dead_letter.close().await?)
     }
 }

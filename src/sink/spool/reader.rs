@@ -5,11 +5,10 @@
 //! can always recover everything intact from a damaged spool.
 
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::record::{Found, Scanner};
-use super::SEGMENT_SUFFIX;
-use crate::event::EventView;
+use crate::encoded::EventView;
+use crate::segment::{segment_files, Found, Scanner};
 
 /// What a read of a spool found.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -18,29 +17,6 @@ pub struct CatSummary {
     pub events: usize,
     pub damaged: usize,
     pub torn: usize,
-}
-
-/// Every segment file under `path` (a data directory, a shard directory or one segment),
-/// ordered by shard directory and then sequence number.
-pub fn segment_files(path: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    collect(path, &mut files)?;
-    files.sort();
-    Ok(files)
-}
-
-fn collect(path: &Path, files: &mut Vec<PathBuf>) -> io::Result<()> {
-    let meta = std::fs::metadata(path)?;
-    if meta.is_file() {
-        if path.extension().is_some_and(|e| e == SEGMENT_SUFFIX) {
-            files.push(path.to_owned());
-        }
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(path)? {
-        collect(&entry?.path(), files)?;
-    }
-    Ok(())
 }
 
 /// Writes every intact event under `path` to `out` as NDJSON; damage goes to `report`.

@@ -1,4 +1,4 @@
-//! How records are framed inside a spool segment, and how a damaged segment is read.
+//! How records are framed inside a segment, and how a damaged segment is read.
 //!
 //! ```text
 //! magic "TGR1" | u32 LE payload length | u32 LE CRC-32 of the payload | payload

@@ -1,0 +1,85 @@
+//! The `[scylla]` settings: which cluster, how to write to it, and how hard to push it.
+
+use serde::{Deserialize, Serialize};
+
+/// The consistency level of every insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum WriteConsistency {
+    One,
+    LocalOne,
+    Quorum,
+    LocalQuorum,
+    All,
+}
+
+impl From<WriteConsistency> for scylla::statement::Consistency {
+    fn from(level: WriteConsistency) -> Self {
+        use scylla::statement::Consistency;
+        match level {
+            WriteConsistency::One => Consistency::One,
+            WriteConsistency::LocalOne => Consistency::LocalOne,
+            WriteConsistency::Quorum => Consistency::Quorum,
+            WriteConsistency::LocalQuorum => Consistency::LocalQuorum,
+            WriteConsistency::All => Consistency::All,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaSettings {
+    /// Contact points, `host:port`; the rest of the cluster is discovered from them.
+    /// From the environment: comma-separated.
+    pub contact_points: Vec<String>,
+    /// Datacenter whose replicas receive writes.
+    pub local_datacenter: String,
+    pub consistency: WriteConsistency,
+    /// Empty for no authentication.
+    pub username: String,
+    pub password: String,
+    pub request_timeout_ms: u64,
+    /// The driver's periodic metadata refresh. Topology changes reach the driver as events
+    /// the nodes push (and the driver then re-reads system.peers); this interval bounds how
+    /// stale the rest of its metadata, such as the schema, may get.
+    pub metadata_refresh_ms: u64,
+    /// Adaptive in-flight CQL requests per target shard: never fewer than this...
+    pub concurrency_floor: usize,
+    /// ...and never more than this.
+    pub concurrency_ceiling: usize,
+}
+
+impl Default for ScyllaSettings {
+    fn default() -> Self {
+        ScyllaSettings {
+            contact_points: vec!["127.0.0.1:9042".into()],
+            local_datacenter: "datacenter1".into(),
+            consistency: WriteConsistency::LocalQuorum,
+            username: String::new(),
+            password: String::new(),
+            request_timeout_ms: 5_000,
+            metadata_refresh_ms: 60_000,
+            concurrency_floor: 1,
+            concurrency_ceiling: 64,
+        }
+    }
+}
+
+impl ScyllaSettings {
+    /// The first rule these settings break, as (key, message).
+    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.contact_points.is_empty() {
+            return Err(("scylla.contact_points", "must name at least one node"));
+        }
+        if self.metadata_refresh_ms == 0 {
+            return Err(("scylla.metadata_refresh_ms", "must be greater than 0"));
+        }
+        if self.concurrency_floor == 0 || self.concurrency_ceiling < self.concurrency_floor {
+            return Err((
+                "scylla.concurrency_ceiling",
+                "needs 1 <= scylla.concurrency_floor <= scylla.concurrency_ceiling",
+            ));
+        }
+        Ok(())
+    }
+}
