@@ -10,7 +10,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use tidegate::event::{BatchParser, BodyFormat, EncodedBatch};
 use tidegate::ingress::body::{decompress, ContentEncoding};
 use tidegate::ring::{Ring, RingCapacity};
-use tidegate::sink::spool::record::append_record;
+use tidegate::segment::append_record;
 
 fn event(i: usize) -> String {
     format!(
@@ -247,7 +247,7 @@ fn live_locator(
         .enable_all()
         .build()
         .unwrap();
-    let schema = tidegate::sink::scylla::schema::SchemaConfig {
+    let schema = tidegate::sink::scylla::SchemaConfig {
         replication_factor: 1,
         ..Default::default()
     };

@@ -15,7 +15,8 @@ seconds=${1:-10}
 connections=${2:-256}
 ring_mib=${3:-16}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --quiet --bin tidegate
+# The stall file that fills the ring is a test hook, compiled in only with test-hooks.
+cargo build --release --quiet --bin tidegate --features test-hooks
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT

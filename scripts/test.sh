@@ -20,9 +20,11 @@ fi
 
 # The Kafka overflow tests run against tansu, a Kafka-compatible broker from crates.io,
 # built once into a cache outside the repository (about 30 minutes cold on two cores).
-TIDEGATE_TANSU="$(scripts/install-tansu.sh)"
-export TIDEGATE_TANSU
+TIDEGATE_TEST_TANSU="$(scripts/install-tansu.sh)"
+export TIDEGATE_TEST_TANSU
 
 # Two shards at most in any test: CI machines have two cores.
 export RUST_BACKTRACE=1
-cargo test --locked --workspace --all-targets
+# The test-only sink gate is compiled in for the tests (never in a default build).
+cargo build --locked -p cql-testnode
+cargo test --locked --workspace --all-targets --features tidegate/test-hooks

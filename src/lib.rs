@@ -1,48 +1,52 @@
 //! tidegate: a thread-per-core HTTP event ingest edge.
 //!
+//! # Layout
+//!
 //! Modules are declared in the order data flows through them. Each core runs one shard:
 //!
 //! ```text
 //!  POST /v1/events
 //!        │
-//!  ingress   (HTTP/1.1 over glommio: limits, decompression, routing)
+//!  ingress    HTTP/1.1 over glommio: limits, timeouts, decompression, routing, answers
 //!        │ body
-//!  event     (simd-json in place → validated, encoded events; all or nothing)
+//!  event      simd-json in place → validated events, all or nothing
 //!        │ encoded batch
-//!  admission (does the whole request fit? if not: spill, or 503 + Retry-After)
-//!        │                     └──▶ overflow (Kafka topic; drained back into the sink)
-//!  ring      (per-core, bounded in events and bytes)
+//!  admission  does the whole request fit? if not: spill, or 503 + Retry-After; /ready
+//!        │                     └──▶ overflow   Kafka topic: spill, hot keys, drain back
+//!  ring       per-core buffer, bounded in events and bytes
 //!        │
-//!  writer    (batches by count, bytes and delay; retries; never drops)
+//!  writer     batches by count, bytes and delay; the one retry loop; never drops
 //!        │
-//!  sink      (spool segment files, ScyllaDB, or blackhole)
+//!  sink       spool segment files, ScyllaDB or blackhole, opened by one factory
 //! ```
+//!
+//! A stage imports only the stages after it (downstream) and the shared modules below;
+//! `tests/layering.rs` checks this. Shared by every stage, importing none:
+//!
+//! - `encoded`: the binary form of an accepted event, which every stage after `event`
+//!   carries;
+//! - `segment`: checksummed, append-only segment files on disk (the spool's and, next, the
+//!   write-ahead log's);
+//! - `observe`: metrics plumbing over `prometheus-client`;
+//! - `shutdown`: the process-wide stop request.
+//!
+//! Above the stages, `app` wires them: configuration, the command line, the server and its
+//! shards, and the drain and replay tools. It is the only module that knows every stage.
 
-// 1. HTTP ingress
+// The wiring layer.
+pub mod app;
+
+// The stages, in data-flow order.
 pub mod ingress;
-
-// 2. Parsing and validation
 pub mod event;
-
-// 3. The 503 decision
 pub mod admission;
-
-// 3b. The Kafka overflow: spill, hot keys, drain
 pub mod overflow;
-
-// 4. The per-core ring
 pub mod ring;
-
-// 5. Batching writer
 pub mod writer;
-
-// 6. Sinks
 pub mod sink;
 
-// Wiring and cross-cutting concerns.
-pub mod cli;
-pub mod config;
+// Shared by the stages.
+pub mod encoded;
 pub mod observe;
-pub mod server;
-pub mod shard;
+pub mod segment;
 pub mod shutdown;

@@ -1,4 +1,4 @@
-//! Stage 3: the per-core ring of accepted events.
+//! The per-core ring of accepted events: the buffer between admission and the writer.
 //!
 //! Each shard owns one ring, touched only by its own thread: the HTTP handlers append,
 //! the shard's writer reads from the front. Because nothing else touches it there are no
@@ -10,11 +10,16 @@
 //! batch and only *consumes* it once the sink has stored it: an event being written still
 //! counts against capacity, and "accepted = flushed + in ring" holds at every instant.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, RefMut};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use event_listener::Event;
+
+use crate::observe::{self, Collector, DescriptorEncoder};
+use crate::writer::{BatchPolicy, BatchSource};
 
 /// Capacity of one ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +35,79 @@ pub struct RingFull {
     pub free_bytes: usize,
 }
 
+/// A ring's depth as other threads see it (readiness, the drain's pressure check,
+/// `/metrics`): published by the ring on every change, with the marks it is judged by.
+#[derive(Debug)]
+pub struct RingLoad {
+    events: AtomicU64,
+    bytes: AtomicU64,
+    capacity: RingCapacity,
+    high_water: RingCapacity,
+}
+
+impl RingLoad {
+    /// The load of a ring of `capacity`, counted high at `high_water_percent` of either bound.
+    pub fn new(capacity: RingCapacity, high_water_percent: u8) -> Self {
+        let mark = |cap: usize| cap * usize::from(high_water_percent) / 100;
+        RingLoad {
+            events: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            capacity,
+            high_water: RingCapacity {
+                events: mark(capacity.events),
+                bytes: mark(capacity.bytes),
+            },
+        }
+    }
+
+    /// Events in the ring, including a batch being written.
+    pub fn events(&self) -> u64 {
+        self.events.load(Relaxed)
+    }
+
+    /// Whether the ring is at or above its high-water mark, in events or bytes.
+    pub fn above_high_water(&self) -> bool {
+        self.events.load(Relaxed) >= self.high_water.events as u64
+            || self.bytes.load(Relaxed) >= self.high_water.bytes as u64
+    }
+
+    fn publish(&self, events: usize, bytes: usize) {
+        self.events.store(events as u64, Relaxed);
+        self.bytes.store(bytes as u64, Relaxed);
+    }
+}
+
 pub struct Ring {
     events: VecDeque<Bytes>,
     bytes: usize,
     capacity: RingCapacity,
+    load: Arc<RingLoad>,
 }
 
 impl Ring {
     pub fn new(capacity: RingCapacity) -> Self {
+        Ring::with_high_water(capacity, 100)
+    }
+
+    /// A ring whose published load counts as high at `high_water_percent` of either bound.
+    pub fn with_high_water(capacity: RingCapacity, high_water_percent: u8) -> Self {
+        Ring::publishing_to(Arc::new(RingLoad::new(capacity, high_water_percent)))
+    }
+
+    /// A ring of `load`'s capacity that publishes its depth there.
+    pub fn publishing_to(load: Arc<RingLoad>) -> Self {
+        let capacity = load.capacity;
         Ring {
             events: VecDeque::with_capacity(capacity.events.min(1 << 16)),
             bytes: 0,
             capacity,
+            load,
         }
+    }
+
+    /// The ring's published depth, for other threads.
+    pub fn load(&self) -> Arc<RingLoad> {
+        self.load.clone()
     }
 
     pub fn capacity(&self) -> RingCapacity {
@@ -86,6 +151,7 @@ impl Ring {
             start = end;
         }
         self.bytes += chunk.len();
+        self.load.publish(self.events.len(), self.bytes);
         Ok(())
     }
 
@@ -96,6 +162,7 @@ impl Ring {
         self.fits(events.len(), bytes)?;
         self.events.extend(events.iter().cloned());
         self.bytes += bytes;
+        self.load.publish(self.events.len(), self.bytes);
         Ok(())
     }
 
@@ -125,46 +192,47 @@ impl Ring {
         for event in self.events.drain(..count) {
             self.bytes -= event.len();
         }
+        self.load.publish(self.events.len(), self.bytes);
     }
 }
 
 /// A shard's ring as its tasks share it: the HTTP handlers push and wake the writer; the
 /// writer waits, drains and finally learns from `closing` that no more pushes will come.
 pub struct ShardRing {
-    pub ring: RefCell<Ring>,
+    ring: RefCell<Ring>,
     pushed: Event,
     closing: Cell<bool>,
     /// A batch is full at this many events or bytes (the writer's policy).
-    full_batch: (usize, usize),
+    full_batch: BatchPolicy,
 }
 
 impl ShardRing {
-    pub fn new(capacity: RingCapacity, full_batch_events: usize, full_batch_bytes: usize) -> Self {
+    /// A ring publishing its depth to `load`, waking the writer by its `full_batch` policy.
+    pub fn new(load: Arc<RingLoad>, full_batch: BatchPolicy) -> Self {
         ShardRing {
-            ring: RefCell::new(Ring::new(capacity)),
+            ring: RefCell::new(Ring::publishing_to(load)),
             pushed: Event::new(),
             closing: Cell::new(false),
-            full_batch: (full_batch_events, full_batch_bytes),
+            full_batch,
         }
+    }
+
+    /// The ring itself, for an admission decision and its push; never held across an await.
+    pub fn borrow_mut(&self) -> RefMut<'_, Ring> {
+        self.ring.borrow_mut()
+    }
+
+    pub fn load(&self) -> Arc<RingLoad> {
+        self.ring.borrow().load()
     }
 
     /// Wakes the writer after a push, but only when it can act: the ring was empty (the
     /// writer is idle and a batch's clock starts) or a full batch is now waiting. Otherwise
     /// it is waiting out its batch deadline and a wake would only make it re-arm the timer.
     pub fn notify_pushed(&self, was_empty: bool) {
-        let full = self
-            .ring
-            .borrow()
-            .has_full_batch(self.full_batch.0, self.full_batch.1);
-        if was_empty || full {
+        if was_empty || self.has_full_batch(&self.full_batch) {
             self.pushed.notify(1);
         }
-    }
-
-    /// A future that completes at the next push (or close); create it *before* checking the
-    /// condition it waits for, so a push in between is not missed.
-    pub fn listen(&self) -> event_listener::EventListener {
-        self.pushed.listen()
     }
 
     /// Tells the writer that nothing more will be pushed: drain what is left and stop.
@@ -172,9 +240,74 @@ impl ShardRing {
         self.closing.set(true);
         self.pushed.notify(usize::MAX);
     }
+}
 
-    pub fn is_closing(&self) -> bool {
+impl BatchSource for ShardRing {
+    fn is_empty(&self) -> bool {
+        self.ring.borrow().is_empty()
+    }
+
+    fn has_full_batch(&self, policy: &BatchPolicy) -> bool {
+        self.ring
+            .borrow()
+            .has_full_batch(policy.max_events, policy.max_bytes)
+    }
+
+    fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<Bytes>) -> usize {
+        self.ring
+            .borrow()
+            .peek_batch(policy.max_events, policy.max_bytes, batch)
+    }
+
+    fn consume(&self, count: usize) {
+        self.ring.borrow_mut().consume(count);
+    }
+
+    fn listen(&self) -> event_listener::EventListener {
+        self.pushed.listen()
+    }
+
+    fn is_closing(&self) -> bool {
         self.closing.get()
+    }
+}
+
+/// Every shard's ring depth, as one `/metrics` collector.
+#[derive(Debug)]
+pub struct RingsCollector(pub Vec<Arc<RingLoad>>);
+
+impl Collector for RingsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let each = |get: fn(&RingLoad) -> u64| {
+            self.0
+                .iter()
+                .enumerate()
+                .map(move |(id, load)| (vec![("shard", id.to_string())], get(load) as i64))
+        };
+        observe::gauge(
+            &mut encoder,
+            "tidegate_ring_events",
+            "Events in the shard's ring, including a batch being written.",
+            each(|l| l.events.load(Relaxed)),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_ring_bytes",
+            "Encoded bytes in the shard's ring.",
+            each(|l| l.bytes.load(Relaxed)),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_ring_capacity_events",
+            "The ring's capacity in events.",
+            each(|l| l.capacity.events as u64),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_ring_capacity_bytes",
+            "The ring's capacity in bytes.",
+            each(|l| l.capacity.bytes as u64),
+        )
     }
 }
 
@@ -241,5 +374,20 @@ mod tests {
         assert_eq!(batch, vec![Bytes::from_static(b"cc")]);
         assert!(r.has_full_batch(2, 1000));
         assert!(!r.has_full_batch(3, 1000));
+    }
+
+    #[test]
+    fn the_published_load_follows_pushes_and_consumes() {
+        let mut r = Ring::with_high_water(RingCapacity { events: 10, bytes: 100 }, 50);
+        let load = r.load();
+        r.push_all(&Bytes::from_static(b"aabbcc"), &[2, 4, 6]).unwrap();
+        assert_eq!(load.events(), 3);
+        assert!(!load.above_high_water());
+        r.push_events(&[Bytes::from_static(b"dd"), Bytes::from_static(b"ee")])
+            .unwrap();
+        assert!(load.above_high_water(), "5 of 10 events is the 50% mark");
+        r.consume(4);
+        assert_eq!(load.events(), 1);
+        assert!(!load.above_high_water());
     }
 }

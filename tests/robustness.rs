@@ -247,6 +247,16 @@ fn cli_config_print_and_invalid_values() {
     let out = Command::new(bin).args(["--shards", "x"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 
+    // A misspelt variable must not leave the default silently in force.
+    let out = Command::new(bin)
+        .args(["config", "print"])
+        .env("TIDEGATE_SPOOL_FSNYC", "never")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("TIDEGATE_SPOOL_FSNYC"), "{err}");
+
     let out = Command::new(bin).arg("--help").output().unwrap();
     let help = String::from_utf8(out.stdout).unwrap();
     for flag in ["--listen", "--shards", "--sink", "--data-dir", "--config"] {

@@ -10,7 +10,7 @@
 
 use simd_json::{tape::Tape, Buffers};
 
-use super::encoded::EncodeBuf;
+use crate::encoded::EncodeBuf;
 use super::json_text::PayloadScratch;
 use super::validate::{skip_value, validate_event, EventLimits, FieldError, ValidateContext};
 
@@ -289,7 +289,7 @@ fn malformed(err: &simd_json::Error, base: usize, line: Option<usize>) -> BatchE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::encoded::EventView;
+    use crate::encoded::EventView;
 
     fn parse(body: &str, format: BodyFormat) -> Result<Vec<Vec<u8>>, BatchError> {
         let mut parser = BatchParser::new(BatchLimits::default());

@@ -9,6 +9,8 @@
 //! equal keys a reader keeps is refused rather than stored ambiguously.
 
 use bytes::BufMut;
+
+use crate::encoded::write_string;
 use simd_json::{tape::Node, StaticNode};
 
 use super::numbers::NumberTexts;
@@ -163,74 +165,6 @@ fn write_static<B: BufMut>(out: &mut B, value: StaticNode) {
             }
         }
     }
-}
-
-/// Writes `s` as a quoted JSON string, escaping quotes, backslashes and control characters.
-pub fn write_string<B: BufMut>(out: &mut B, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.put_u8(b'"');
-    let bytes = s.as_bytes();
-    let mut clean_from = 0;
-    while let Some(offset) = first_to_escape(&bytes[clean_from..]) {
-        let i = clean_from + offset;
-        out.put_slice(&bytes[clean_from..i]);
-        match bytes[i] {
-            b'"' => out.put_slice(b"\\\""),
-            b'\\' => out.put_slice(b"\\\\"),
-            b'\n' => out.put_slice(b"\\n"),
-            b'\r' => out.put_slice(b"\\r"),
-            b'\t' => out.put_slice(b"\\t"),
-            c => out.put_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(c >> 4) as usize],
-                HEX[(c & 0xf) as usize],
-            ]),
-        }
-        clean_from = i + 1;
-    }
-    out.put_slice(&bytes[clean_from..]);
-    out.put_u8(b'"');
-}
-
-/// The index of the first byte that JSON requires escaping: `"`, `\\` or below 0x20.
-/// Most strings need none, so eight bytes are tested at a time (SWAR).
-fn first_to_escape(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let x = u64::from_le_bytes(chunk.try_into().unwrap());
-        // A byte below 0x20 (x - 0x20 borrows into its high bit), or equal to '"' or '\\'.
-        let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
-        let found = below_space
-            | has_zero(x ^ (ONES * u64::from(b'"')))
-            | has_zero(x ^ (ONES * u64::from(b'\\')));
-        if found != 0 {
-            // The lowest flagged byte is exact (borrows only travel upwards), so the scalar
-            // check below starts there.
-            let first = (found.trailing_zeros() / 8) as usize;
-            return chunk[first..]
-                .iter()
-                .position(|&b| needs_escape(b))
-                .map(|p| base + first + p)
-                .or_else(|| first_to_escape(&bytes[base + 8..]).map(|p| base + 8 + p));
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| needs_escape(b))
-        .map(|p| base + p)
-}
-
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
 }
 
 #[cfg(test)]

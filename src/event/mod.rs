@@ -1,16 +1,15 @@
-//! Stage 2 of the data flow: turning a request body into validated, encoded events.
+//! Turning a request body into validated, encoded events.
 //!
 //! `batch` frames the body (object, array, NDJSON) and applies all-or-nothing semantics,
-//! `validate` holds the rules for one event, `json_text` re-emits payloads, and `encoded`
-//! defines the binary form every later stage carries.
+//! `validate` holds the rules for one event, `numbers` keeps payload numbers exactly as
+//! sent, `json_text` re-emits payloads and `timestamp` reads event times. Each event leaves
+//! in the binary form `crate::encoded` defines, which every later stage carries.
 
-pub mod batch;
-pub mod encoded;
-pub mod json_text;
-pub mod numbers;
-pub mod timestamp;
-pub mod validate;
+mod batch;
+mod json_text;
+mod numbers;
+mod timestamp;
+mod validate;
 
 pub use batch::{BatchError, BatchLimits, BatchParser, BodyFormat, EncodedBatch, EventError};
-pub use encoded::EventView;
-pub use validate::EventLimits;
+pub use validate::{cut_at_char_boundary, EventLimits};

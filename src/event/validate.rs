@@ -8,7 +8,7 @@
 use simd_json::{tape::Node, StaticNode};
 use uuid::Uuid;
 
-use super::encoded::{encode_into, EncodeBuf, EventFields};
+use crate::encoded::{encode_into, EncodeBuf, EventFields};
 use super::json_text::{self, PayloadError, PayloadScratch};
 use super::timestamp::parse_rfc3339_millis;
 

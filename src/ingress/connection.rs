@@ -37,6 +37,7 @@ use hyper::service::service_fn;
 use super::handler::{self, IngressContext};
 use super::io::{poll_discard, Activity, HyperStream, StreamReturn};
 use super::response;
+use super::metrics::Route;
 use crate::admission::UnavailableCause;
 
 #[derive(Debug, Clone, Copy)]
@@ -72,16 +73,16 @@ pub struct ConnectionLimits {
 }
 
 /// Serves `stream` until the client closes it, a timeout expires, or shutdown completes it.
-/// With `over_limit`, the connection gets one 503 (connection limit) and is closed.
+/// A connection admission refused (`admitted` is the cause) gets one 503 and is closed.
 pub async fn serve(
     ctx: Rc<IngressContext>,
     stream: TcpStream,
     limits: ConnectionLimits,
-    over_limit: bool,
+    admitted: Result<(), UnavailableCause>,
 ) {
     let activity = Activity::new();
     let returned: StreamReturn = Rc::new(Cell::new(None));
-    let outcome = serve_http(&ctx, stream, &activity, &returned, limits, over_limit).await;
+    let outcome = serve_http(&ctx, stream, &activity, &returned, limits, admitted).await;
     let Some(mut stream) = returned.take() else {
         return;
     };
@@ -141,7 +142,7 @@ async fn serve_http(
     activity: &Rc<Activity>,
     returned: &StreamReturn,
     limits: ConnectionLimits,
-    over_limit: bool,
+    admitted: Result<(), UnavailableCause>,
 ) -> Result<(), Ended> {
     let io = HyperStream::new(stream, activity.clone(), returned.clone());
     let service = {
@@ -160,14 +161,13 @@ async fn serve_http(
                         .headers()
                         .get(hyper::header::CONNECTION)
                         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-                let reply = if over_limit {
-                    let reply = handler::unavailable(&ctx, UnavailableCause::ConnectionLimit);
-                    ctx.metrics
-                        .shard(ctx.shard)
-                        .request(crate::observe::metrics::Route::Other, 503);
-                    reply
-                } else {
-                    handler::handle(&ctx, req).await
+                let reply = match admitted {
+                    Err(cause) => {
+                        let reply = handler::unavailable(&ctx, cause);
+                        ctx.metrics().request(Route::Other, 503);
+                        reply
+                    }
+                    Ok(()) => handler::handle(&ctx, req).await,
                 };
                 // An answer that closes the connection may leave the body, or requests
                 // behind it, unread (every such answer of ours says `Connection: close`).
@@ -183,7 +183,7 @@ async fn serve_http(
     };
     let mut builder = http1::Builder::new();
     builder
-        .keep_alive(!over_limit)
+        .keep_alive(admitted.is_ok())
         // Off: see the module comment (back-pressure).
         .pipeline_flush(false)
         // The head limit exactly as configured; the buffer that holds it (and bounds the
@@ -193,7 +193,7 @@ async fn serve_http(
         .header_read_timeout(None);
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut watchdog = pin!(watchdog(activity.clone(), limits.timeouts));
-    let mut shutdown = pin!(ctx.shutdown.wait());
+    let mut shutdown = pin!(ctx.shared.edge.shutdown.wait());
     let mut shutting_down = false;
 
     std::future::poll_fn(|cx| {

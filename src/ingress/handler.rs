@@ -20,14 +20,13 @@ use hyper::{Method, Request, StatusCode, Version};
 
 use super::body::{self, BodyBudget, BodyCharge, BodyError, BodyTimeout, ContentEncoding};
 use super::response::{self, Reply};
-use crate::admission::{self, Admission, OverflowGate, SpillPlan, UnavailableCause};
+use super::metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
+use crate::admission::{self, Admission, EdgeState, OverflowGate, SpillPlan, UnavailableCause};
 use crate::event::{BatchError, BatchParser, BodyFormat, EncodedBatch};
-use crate::observe::metrics::{EventRejection, Metrics, RequestRejection, Route};
-use crate::overflow::hot_keys::HotKeys;
-use crate::overflow::spill::Spill;
-use crate::overflow::ShardOverflow;
+use crate::observe::{self, Registry};
+use crate::overflow::{HotKeys, ShardOverflow, Spill};
 use crate::ring::ShardRing;
-use crate::shutdown::Shutdown;
+use crate::writer::BatchSource as _;
 
 /// Limits and answers the HTTP stage applies.
 #[derive(Debug, Clone, Copy)]
@@ -48,15 +47,23 @@ const POOLED_BUFFER_MAX: usize = 2 << 20;
 /// Encode-buffer growth step: one allocation serves many small requests.
 const ENCODE_CHUNK: usize = 256 * 1024;
 
+/// What the process gives each shard's HTTP stage.
+pub struct Shared {
+    pub metrics: Arc<IngressMetrics>,
+    /// Every stage's metrics, for `/metrics`.
+    pub registry: Arc<Registry>,
+    /// What readiness and shutdown read.
+    pub edge: Arc<EdgeState>,
+}
+
 /// What one shard's HTTP handlers share.
 pub struct IngressContext {
-    pub shard: usize,
-    pub limits: HttpLimits,
-    pub ring: Rc<ShardRing>,
-    pub metrics: Arc<Metrics>,
-    pub shutdown: Arc<Shutdown>,
+    pub(super) shard: usize,
+    pub(super) limits: HttpLimits,
+    ring: Rc<ShardRing>,
+    pub(super) shared: Shared,
     /// The Kafka overflow, when configured, and this shard's hot-key buckets.
-    pub spill: Option<Arc<Spill>>,
+    spill: Option<Arc<Spill>>,
     hot_keys: RefCell<Option<HotKeys>>,
     parser: RefCell<BatchParser>,
     encode_buf: RefCell<BytesMut>,
@@ -71,8 +78,7 @@ impl IngressContext {
         limits: HttpLimits,
         parser: BatchParser,
         ring: Rc<ShardRing>,
-        metrics: Arc<Metrics>,
-        shutdown: Arc<Shutdown>,
+        shared: Shared,
         overflow: Option<ShardOverflow>,
     ) -> Self {
         let (spill, hot_keys) = match overflow {
@@ -83,8 +89,7 @@ impl IngressContext {
             shard,
             limits,
             ring,
-            metrics,
-            shutdown,
+            shared,
             spill,
             hot_keys: RefCell::new(hot_keys),
             parser: RefCell::new(parser),
@@ -93,6 +98,10 @@ impl IngressContext {
             buffers: RefCell::new(Vec::new()),
             body_budget: BodyBudget::new(limits.max_inflight_body_bytes),
         }
+    }
+
+    pub(super) fn metrics(&self) -> &super::metrics::ShardMetrics {
+        self.shared.metrics.shard(self.shard)
     }
 
     fn take_buffer(&self) -> Vec<u8> {
@@ -111,8 +120,7 @@ impl IngressContext {
 /// Answers one request and counts it.
 pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     if let Some(reply) = check_head(ctx, &req) {
-        ctx.metrics
-            .shard(ctx.shard)
+        ctx.metrics()
             .request(Route::Other, reply.status().as_u16());
         return reply;
     }
@@ -146,8 +154,8 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
             if is_get(req.method()) {
                 response::text(
                     StatusCode::OK,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    ctx.metrics.render(),
+                    observe::CONTENT_TYPE,
+                    observe::render(&ctx.shared.registry),
                 )
             } else {
                 response::method_not_allowed("GET, HEAD")
@@ -158,8 +166,7 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
             response::error(StatusCode::NOT_FOUND, "not_found", "no such route", ""),
         ),
     };
-    ctx.metrics
-        .shard(ctx.shard)
+    ctx.metrics()
         .request(route, reply.status().as_u16());
     reply
 }
@@ -257,7 +264,7 @@ pub fn count_unparseable(
     } else {
         (StatusCode::BAD_REQUEST, RequestRejection::BadRequest)
     };
-    let metrics = ctx.metrics.shard(ctx.shard);
+    let metrics = ctx.metrics();
     metrics.request_rejected(why);
     metrics.request(Route::Other, status.as_u16());
     status
@@ -265,7 +272,7 @@ pub fn count_unparseable(
 
 /// Counts a 408 sent for a head that did not complete in time.
 pub fn count_timeout(ctx: &IngressContext) {
-    let metrics = ctx.metrics.shard(ctx.shard);
+    let metrics = ctx.metrics();
     metrics.request_rejected(RequestRejection::BodyTimeout);
     metrics.request(Route::Other, 408);
 }
@@ -274,40 +281,10 @@ fn is_get(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-/// `/ready`: 200 while new requests can be kept.
-///
-/// Without the overflow, that means every ring below its high-water mark and every sink's
-/// last write successful. With it, full rings and a failing sink only make the edge
-/// *degraded* (200, with the reasons: requests are being spilled), and 503 means the spill
-/// itself is refusing.
+/// `/ready`: 200 while new requests can be kept (see `admission::Readiness`).
 fn ready(ctx: &IngressContext) -> Reply {
-    let mut unready = Vec::new();
-    let mut degraded = Vec::new();
-    if ctx.shutdown.is_requested() {
-        unready.push("shutting down".to_owned());
-    }
-    let pressure = if ctx.spill.is_some() {
-        &mut degraded
-    } else {
-        &mut unready
-    };
-    for (id, shard) in ctx.metrics.shards() {
-        if shard.above_high_water() {
-            pressure.push(format!("shard {id}: ring above its high-water mark"));
-        }
-        if shard.sink_failing.load(Relaxed) {
-            pressure.push(format!("shard {id}: sink writes failing"));
-        }
-    }
-    if let Some(spill) = &ctx.spill {
-        if spill.stats.spilling() {
-            degraded.push("spilling to the Kafka overflow topic".to_owned());
-        }
-        if let Some(reason) = spill.stats.saturated() {
-            unready.push(reason.to_owned());
-        }
-    }
-    let (status, mut body) = if unready.is_empty() {
+    let readiness = ctx.shared.edge.readiness();
+    let (status, mut body) = if readiness.is_ready() {
         (StatusCode::OK, String::from("{\"ready\":true"))
     } else {
         (
@@ -315,7 +292,10 @@ fn ready(ctx: &IngressContext) -> Reply {
             String::from("{\"ready\":false"),
         )
     };
-    for (key, reasons) in [("reasons", &unready), ("degraded", &degraded)] {
+    for (key, reasons) in [
+        ("reasons", &readiness.reasons),
+        ("degraded", &readiness.degraded),
+    ] {
         if reasons.is_empty() {
             continue;
         }
@@ -326,7 +306,7 @@ fn ready(ctx: &IngressContext) -> Reply {
             if i > 0 {
                 body.push(',');
             }
-            crate::event::encoded::write_json_string(&mut body, reason);
+            crate::encoded::write_json_string(&mut body, reason);
         }
         body.push(']');
     }
@@ -335,7 +315,7 @@ fn ready(ctx: &IngressContext) -> Reply {
 }
 
 fn reject(ctx: &IngressContext, why: RequestRejection, reply: Reply) -> Reply {
-    ctx.metrics.shard(ctx.shard).request_rejected(why);
+    ctx.metrics().request_rejected(why);
     reply
 }
 
@@ -477,7 +457,7 @@ fn parse_and_admit(
     body: &mut [u8],
     format: BodyFormat,
 ) -> Result<Reply, SpillPlan> {
-    let metrics = ctx.metrics.shard(ctx.shard);
+    let metrics = ctx.metrics();
     let received_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64);
@@ -507,7 +487,7 @@ fn parse_and_admit(
 
     let chunk = encode_buf.split().freeze();
     let events = batch.len();
-    let mut ring = ctx.ring.ring.borrow_mut();
+    let mut ring = ctx.ring.borrow_mut();
     let was_empty = ring.is_empty();
     let mut hot_keys = ctx.hot_keys.borrow_mut();
     let overflow = ctx.spill.as_ref().map(|_| OverflowGate {
@@ -521,7 +501,6 @@ fn parse_and_admit(
         overflow,
     ) {
         Ok(Admission::InRing) => {
-            metrics.ring_depth(ring.len(), ring.bytes());
             drop(ring);
             metrics.events_accepted.fetch_add(events as u64, Relaxed);
             ctx.ring.notify_pushed(was_empty);
@@ -544,23 +523,8 @@ async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
         .as_ref()
         .expect("admission plans a spill only when the overflow is configured");
     let events = plan.events();
-    let result = admission::spill(plan, ctx.shard, spill, |rest| {
-        if ctx.ring.is_closing() {
-            return Err(UnavailableCause::ShuttingDown);
-        }
-        let mut ring = ctx.ring.ring.borrow_mut();
-        let was_empty = ring.is_empty();
-        ring.push_events(rest)
-            .map_err(|_| UnavailableCause::RingFull)?;
-        ctx.metrics
-            .shard(ctx.shard)
-            .ring_depth(ring.len(), ring.bytes());
-        drop(ring);
-        ctx.ring.notify_pushed(was_empty);
-        Ok(())
-    })
-    .await;
-    let metrics = ctx.metrics.shard(ctx.shard);
+    let result = admission::spill(plan, ctx.shard, &**spill, &ctx.ring).await;
+    let metrics = ctx.metrics();
     match result {
         Ok(spilled) => {
             spill
@@ -578,6 +542,6 @@ async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
 
 /// Counts and builds a 503.
 pub fn unavailable(ctx: &IngressContext, cause: UnavailableCause) -> Reply {
-    ctx.metrics.shard(ctx.shard).unavailable(cause);
+    ctx.metrics().unavailable(cause);
     response::unavailable(cause, ctx.limits.retry_after_secs)
 }

@@ -1,16 +1,17 @@
-//! Stage 1 of the data flow: HTTP ingress.
+//! HTTP ingress, where every request enters.
 //!
 //! Each shard accepts on its own SO_REUSEPORT socket (`listener`), serves each connection
 //! with hyper over a glommio stream (`connection`, `io`), and answers requests in
-//! `handler`, which reads bodies within limits (`body`) and builds every reply
-//! (`response`).
+//! `handler`, which reads bodies within limits (`body`), builds every reply (`response`)
+//! and counts what it answered (`metrics`).
 
 pub mod body;
-pub mod connection;
-pub mod handler;
-pub mod io;
+mod connection;
+mod handler;
+mod io;
 pub mod listener;
-pub mod response;
+mod metrics;
+mod response;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -22,7 +23,8 @@ use glommio::net::TcpListener;
 
 pub use body::BodyTimeout;
 pub use connection::{Lingering, Timeouts};
-pub use handler::{HttpLimits, IngressContext};
+pub use handler::{HttpLimits, IngressContext, Shared};
+pub use metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionPolicy {
@@ -39,11 +41,10 @@ pub struct ConnectionPolicy {
 pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: ConnectionPolicy) {
     let open = Rc::new(Cell::new(0usize));
     let closed = Rc::new(event_listener::Event::new());
-    let metrics = ctx.metrics.clone();
-    let shard_metrics = || metrics.shard(ctx.shard);
+    let shard_metrics = || ctx.metrics();
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            ctx.shutdown.wait().await;
+            ctx.shared.edge.shutdown.wait().await;
             None
         })
         .await;
@@ -58,7 +59,7 @@ pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: Conne
             }
         };
         let _ = stream.set_nodelay(true);
-        let over_limit = open.get() >= policy.max_connections;
+        let admitted = crate::admission::admit_connection(open.get(), policy.max_connections);
         open.set(open.get() + 1);
         shard_metrics()
             .connections_open
@@ -71,10 +72,9 @@ pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: Conne
                 max_header_bytes: policy.max_header_bytes,
                 lingering: policy.lingering,
             };
-            connection::serve(ctx.clone(), stream, limits, over_limit).await;
+            connection::serve(ctx.clone(), stream, limits, admitted).await;
             open.set(open.get() - 1);
-            ctx.metrics
-                .shard(ctx.shard)
+            ctx.metrics()
                 .connections_open
                 .store(open.get() as u64, Relaxed);
             closed.notify(usize::MAX);

@@ -10,18 +10,21 @@ use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use crate::admission::UnavailableCause;
-use crate::event::encoded::write_json_string;
-use crate::event::validate::cut_at_char_boundary;
+use crate::encoded::write_json_string;
+use crate::event::cut_at_char_boundary;
 use crate::event::{BatchError, EventError};
 
 pub type Reply = Response<Full<Bytes>>;
 
 /// The largest error body tidegate sends.
-pub const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
+const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
 /// The per-event error list stops growing past this, leaving room for the rest.
 const MAX_ERROR_LIST_BYTES: usize = 12 * 1024;
 /// Messages (which may quote a parser's description of the input) are cut to this.
 const MAX_MESSAGE_BYTES: usize = 1024;
+// The list, the message, the last list entry (a message and a clipped name) and the fixed
+// fields fit in the largest body.
+const _: () = assert!(MAX_ERROR_LIST_BYTES + 2 * MAX_MESSAGE_BYTES + 1024 <= MAX_ERROR_BODY_BYTES);
 
 /// Marks `reply` as the last on its connection: for answers given before the body was
 /// read, where the rest of the body cannot be told apart from a next request.

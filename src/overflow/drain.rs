@@ -26,10 +26,11 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 
+use super::settings::KafkaSettings;
 use super::spill::client_config;
 use super::stats::OverflowStats;
-use crate::config::KafkaConfig;
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkError, SinkFactory, SinkRole};
+use crate::writer::{store_with_retries, Backoff, Retry};
 
 #[derive(Debug, Error)]
 pub enum DrainError {
@@ -79,8 +80,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Drains until `stop` is set; returns what it wrote. Must run on a glommio executor.
 /// Events it read but could not write when stopped are not committed: the next drain
 /// reads them again.
-pub async fn run<S: Sink>(
-    config: &KafkaConfig,
+async fn run<S: Sink>(
+    config: &KafkaSettings,
     sink: &mut S,
     stats: Arc<OverflowStats>,
     pressure: Pressure,
@@ -153,20 +154,22 @@ pub async fn run<S: Sink>(
             continue;
         }
 
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match sink.write_batch(&batch).await {
-                Ok(()) => break,
-                Err(err) if stop.load(Relaxed) => {
-                    tracing::warn!(error = %err, "drain stopped before a batch was written; it will be read again");
-                    return finish(sink, summary).await;
+        let stored = store_with_retries(
+            sink,
+            &batch,
+            Backoff::new(Duration::from_millis(50), MAX_BACKOFF),
+            async |err: &SinkError| {
+                if stop.load(Relaxed) {
+                    return Retry::Stop;
                 }
-                Err(err) => {
-                    tracing::warn!(error = %err, ?backoff, "drain: sink write failed; retrying");
-                    glommio::timer::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
+                tracing::warn!(error = %err, "drain: sink write failed; retrying");
+                Retry::After
+            },
+        )
+        .await;
+        if let Err(err) = stored {
+            tracing::warn!(error = %err, "drain stopped before a batch was written; it will be read again");
+            return finish(sink, summary).await;
         }
         let mut offsets = TopicPartitionList::new();
         for (&partition, &offset) in &next_offsets {
@@ -197,47 +200,22 @@ async fn finish<S: Sink>(sink: &mut S, summary: DrainSummary) -> Result<DrainSum
     Ok(summary)
 }
 
-/// Starts the drain on a thread of its own, writing into the configured sink kind (for
-/// ScyllaDB through `dispatcher`, the driver the shards use too). Refused events go to
+/// Starts the drain on a thread of its own, writing into a sink `sinks` opens for it (for
+/// ScyllaDB, through the driver the shards use too). Refused events go to
 /// `DATA_DIR/dead-letter/drain`; with the spool sink, drained events go to
 /// `DATA_DIR/drained`.
-pub fn spawn(
-    config: std::sync::Arc<crate::config::Config>,
-    dispatcher: Option<crate::sink::scylla::dispatch::Dispatcher>,
+pub fn spawn_drain(
+    settings: KafkaSettings,
+    sinks: SinkFactory,
     stats: Arc<OverflowStats>,
     pressure: Pressure,
     stop: Arc<AtomicBool>,
 ) -> Result<glommio::ExecutorJoinHandle<Result<DrainSummary, DrainError>>, DrainError> {
-    use crate::sink::blackhole::Blackhole;
-    use crate::sink::scylla::sink::ScyllaSink;
-    use crate::sink::spool::{SpoolConfig, SpoolSink};
-    use crate::sink::SinkKind;
-
     glommio::LocalExecutorBuilder::default()
         .name("tidegate-drain")
         .spawn(move || async move {
-            let kafka = &config.kafka;
-            let data_dir = &config.spool.data_dir;
-            match config.sink.kind {
-                SinkKind::Scylla => {
-                    let dispatcher = dispatcher.expect("the scylla sink has a driver");
-                    let dead_letter = SpoolConfig {
-                        dir: ScyllaSink::dead_letter_dir(data_dir).join("drain"),
-                        ..config.spool_config()
-                    };
-                    let mut sink = ScyllaSink::open(0, dispatcher, dead_letter).await?;
-                    run(kafka, &mut sink, stats, pressure, stop).await
-                }
-                SinkKind::Spool => {
-                    let drained = SpoolConfig {
-                        dir: data_dir.join("drained"),
-                        ..config.spool_config()
-                    };
-                    let mut sink = SpoolSink::open(drained, 0).await?;
-                    run(kafka, &mut sink, stats, pressure, stop).await
-                }
-                SinkKind::Blackhole => run(kafka, &mut Blackhole, stats, pressure, stop).await,
-            }
+            let mut sink = sinks.open(SinkRole::Drain).await?;
+            run(&settings, &mut sink, stats, pressure, stop).await
         })
         .map_err(|e| DrainError::Executor(e.to_string()))
 }

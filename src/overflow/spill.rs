@@ -27,8 +27,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use thiserror::Error;
 
 use super::stats::{OverflowStats, SpillFailure};
-use crate::config::KafkaConfig;
-use crate::event::encoded::EventView;
+use super::settings::KafkaSettings;
+use crate::encoded::EventView;
 
 #[derive(Debug, Error)]
 pub enum OverflowError {
@@ -49,7 +49,7 @@ pub const HEADER_SHARD: &str = "shard";
 pub const HEADER_RECEIVED_AT: &str = "received_at";
 
 /// What the drain and the producer share: the broker list and client basics.
-pub fn client_config(config: &KafkaConfig) -> ClientConfig {
+pub fn client_config(config: &KafkaSettings) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", config.brokers.join(","))
@@ -60,7 +60,7 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
 
 /// Creates the overflow topic unless it exists. Brokers such as tansu do not create topics
 /// on first use, and a producer writing to a missing topic only fails after its deadline.
-pub fn ensure_topic(config: &KafkaConfig) -> Result<bool, OverflowError> {
+pub fn ensure_topic(config: &KafkaSettings) -> Result<bool, OverflowError> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(config)
             .create()
@@ -111,7 +111,7 @@ pub struct Spill {
 
 impl Spill {
     pub fn connect(
-        config: &KafkaConfig,
+        config: &KafkaSettings,
         stats: Arc<OverflowStats>,
     ) -> Result<Spill, OverflowError> {
         let producer: FutureProducer = client_config(config)
@@ -128,7 +128,7 @@ impl Spill {
                 config.queue_max_kbytes.to_string(),
             )
             .set("linger.ms", config.linger_ms.to_string())
-            .set("compression.type", &config.compression)
+            .set("compression.type", config.compression.as_str())
             .create()
             .map_err(|source| OverflowError::Client {
                 what: "producer",

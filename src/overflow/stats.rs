@@ -6,13 +6,12 @@
 //! `/ready` and the drain's pause decision read.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::observe::metrics::{Histogram, MetricsSource};
+use crate::observe::{self, Collector, DescriptorEncoder, Histogram};
 
 /// Why a spill was refused; each is a `kind` label of the produce-error counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +44,7 @@ impl SpillFailure {
 /// failed spill the overflow still counts as saturated.
 pub const SPILLING_WINDOW: Duration = Duration::from_secs(2);
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct OverflowStats {
     /// Events acknowledged by the broker for requests answered 202.
     pub events_spilled: AtomicU64,
@@ -99,7 +98,7 @@ impl OverflowStats {
         self.last_spill_ms.store(now_ms(), Relaxed);
     }
 
-    /// Counts a batch a writer spilled at shutdown (see `crate::writer`).
+    /// Counts a batch a writer spilled at shutdown (see `crate::writer::Fallback`).
     pub fn spilled_at_shutdown(&self, events: usize, elapsed: Duration) {
         self.events_spilled.fetch_add(events as u64, Relaxed);
         self.events_spilled_at_shutdown
@@ -136,106 +135,97 @@ impl OverflowStats {
     }
 }
 
-impl MetricsSource for OverflowStats {
-    fn render(&self, out: &mut String) {
+impl Collector for OverflowStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let counters = [
             (
-                "tidegate_kafka_spilled_events_total",
+                "tidegate_kafka_spilled_events",
                 "Events spilled to the overflow topic and acknowledged in time.",
                 &self.events_spilled,
             ),
             (
-                "tidegate_kafka_hot_key_events_total",
+                "tidegate_kafka_hot_key_events",
                 "Of the spilled events, those sent there by the per-user rate limit.",
                 &self.events_hot_key,
             ),
             (
-                "tidegate_kafka_spilled_requests_total",
+                "tidegate_kafka_spilled_requests",
                 "Requests answered 202 with some or all events spilled.",
                 &self.requests_spilled,
             ),
             (
-                "tidegate_kafka_spilled_at_shutdown_events_total",
+                "tidegate_kafka_spilled_at_shutdown_events",
                 "Of the spilled events, those spilled at shutdown because the sink was failing.",
                 &self.events_spilled_at_shutdown,
             ),
             (
-                "tidegate_kafka_orphaned_events_total",
+                "tidegate_kafka_orphaned_events",
                 "Events the broker holds although their request was answered 503.",
                 &self.events_orphaned,
             ),
             (
-                "tidegate_kafka_drained_events_total",
+                "tidegate_kafka_drained_events",
                 "Events the drain wrote to the sink and committed.",
                 &self.events_drained,
             ),
             (
-                "tidegate_kafka_drain_batches_total",
+                "tidegate_kafka_drain_batches",
                 "Batches the drain wrote to the sink.",
                 &self.drain_batches,
             ),
             (
-                "tidegate_kafka_drain_pauses_total",
+                "tidegate_kafka_drain_pauses",
                 "Times the drain paused its partitions to leave the sink to live traffic.",
                 &self.drain_pauses,
             ),
             (
-                "tidegate_kafka_drain_commit_errors_total",
+                "tidegate_kafka_drain_commit_errors",
                 "Offset commits that failed (the events are drained again: at least once).",
                 &self.drain_commit_errors,
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Relaxed)
-            );
+            observe::counter(&mut encoder, name, help, [(Vec::new(), value.load(Relaxed))])?;
         }
-        let name = "tidegate_kafka_produce_errors_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Spills refused (answered 503), by kind.\n# TYPE {name} counter"
-        );
-        for why in SpillFailure::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{kind=\"{}\"}} {}",
-                why.as_str(),
-                self.failures(why)
-            );
-        }
-        let gauges = [
-            (
-                "tidegate_kafka_producer_queue_messages",
-                "Messages queued or in flight in the producer, as of the last spill.",
-                self.producer_queue.load(Relaxed),
-            ),
-            (
-                "tidegate_kafka_drain_paused",
-                "1 while the drain's partitions are paused.",
-                u64::from(self.drain_paused.load(Relaxed)),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        let name = "tidegate_kafka_drain_lag_messages";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Messages not yet drained, per partition of the overflow topic.\n# TYPE {name} gauge"
-        );
-        for (partition, lag) in self.drain_lag.lock().unwrap().iter() {
-            let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {lag}");
-        }
-        let name = "tidegate_kafka_produce_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} From a spilled request's first produce to its last acknowledgement.\n# TYPE {name} histogram"
-        );
-        self.produce_latency.render(out, name, "", 1e6);
+        observe::counter(
+            &mut encoder,
+            "tidegate_kafka_produce_errors",
+            "Spills refused (answered 503), by kind.",
+            SpillFailure::ALL
+                .iter()
+                .map(|why| (vec![("kind", why.as_str().to_owned())], self.failures(*why))),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_kafka_producer_queue_messages",
+            "Messages queued or in flight in the producer, as of the last spill.",
+            [(Vec::new(), self.producer_queue.load(Relaxed) as i64)],
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_kafka_drain_paused",
+            "1 while the drain's partitions are paused.",
+            [(Vec::new(), i64::from(self.drain_paused.load(Relaxed)))],
+        )?;
+        let lag: Vec<_> = self
+            .drain_lag
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(partition, lag)| (vec![("partition", partition.to_string())], *lag))
+            .collect();
+        observe::gauge(
+            &mut encoder,
+            "tidegate_kafka_drain_lag_messages",
+            "Messages not yet drained, per partition of the overflow topic.",
+            lag,
+        )?;
+        observe::histogram(
+            &mut encoder,
+            "tidegate_kafka_produce_seconds",
+            "From a spilled request's first produce to its last acknowledgement.",
+            1e6,
+            [(Vec::new(), &self.produce_latency)],
+        )
     }
 }

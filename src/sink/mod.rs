@@ -1,13 +1,20 @@
-//! Stage 5: where batches of encoded events end up.
+//! Where batches of encoded events end up.
 //!
 //! A sink stores a batch as a whole or reports an error; the writer keeps the batch and
 //! retries, so a failing sink backs up into the ring and then into 503s, never into loss.
-//! Sinks run on their shard's thread (no `Send` bound) and are chosen once at start-up.
+//! Sinks run on their shard's thread (no `Send` bound); [`SinkFactory`] opens them from
+//! settings, for the shards, the drain and replay alike.
 
-pub mod blackhole;
-pub mod gate;
+mod blackhole;
+mod factory;
+#[cfg(feature = "test-hooks")]
+mod gate;
 pub mod scylla;
 pub mod spool;
+
+pub use factory::{dead_letter_dir, AnySink, SinkFactory, SinkRole, SinkSettings, SinkStartError};
+#[cfg(feature = "test-hooks")]
+pub use gate::GateFiles;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -16,6 +23,7 @@ use thiserror::Error;
 pub enum SinkError {
     #[error("ScyllaDB: {0}")]
     Scylla(String),
+    #[cfg(feature = "test-hooks")]
     #[error("injected test fault (--test-fail-file exists)")]
     InjectedFault,
     #[error("spool I/O on {path}: {source}")]

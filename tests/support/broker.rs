@@ -15,9 +15,9 @@ pub struct Broker {
     child: Option<Child>,
 }
 
-/// Where the broker binary is: `TIDEGATE_TANSU`, else the install script's cache.
+/// Where the broker binary is: `TIDEGATE_TEST_TANSU`, else the install script's cache.
 fn tansu_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("TIDEGATE_TANSU") {
+    if let Some(path) = std::env::var_os("TIDEGATE_TEST_TANSU") {
         return path.into();
     }
     let root = std::env::var_os("TIDEGATE_TOOLS").map_or_else(
@@ -28,7 +28,7 @@ fn tansu_binary() -> PathBuf {
     assert!(
         path.exists(),
         "the Kafka tests need tansu: run scripts/install-tansu.sh (scripts/test.sh does), \
-         or set TIDEGATE_TANSU to a tansu binary; not found at {}",
+         or set TIDEGATE_TEST_TANSU to a tansu binary; not found at {}",
         path.display()
     );
     path

@@ -104,6 +104,7 @@ impl Aimd {
 }
 
 /// An AIMD limit enforced by a semaphore whose permits follow the limit.
+#[derive(Debug)]
 pub struct AdaptiveLimit {
     semaphore: Arc<Semaphore>,
     state: Mutex<(Aimd, usize)>,

@@ -24,14 +24,16 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use super::concurrency::{AdaptiveLimit, Outcome};
-use crate::observe::metrics::Histogram;
+use crate::observe::{self, Collector, DescriptorEncoder, Histogram};
 
 const ROWS_BOUNDS: [u64; 8] = [1, 2, 5, 10, 20, 50, 100, 200];
 const BYTES_BOUNDS: [u64; 8] = [512, 1024, 4096, 16_384, 32_768, 65_536, 131_072, 1 << 20];
 
 /// Rows per CQL batch.
+#[derive(Debug)]
 pub struct RowsHistogram(pub Histogram);
 /// Event bytes per CQL batch.
+#[derive(Debug)]
 pub struct BytesHistogram(pub Histogram);
 
 impl Default for RowsHistogram {
@@ -85,7 +87,7 @@ pub enum DispatchError {
 }
 
 /// Counters the dispatcher keeps, shared with `/metrics`.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct DispatchStats {
     /// Per target shard: accepted CQL batches.
     pub batches_by_target: std::sync::Mutex<HashMap<(Uuid, u16), u64>>,
@@ -189,50 +191,44 @@ impl Dispatcher {
     }
 }
 
-impl crate::observe::metrics::MetricsSource for DispatchStats {
-    fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
+impl Collector for DispatchStats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let counters = [
             (
-                "tidegate_scylla_batches_total",
+                "tidegate_scylla_batches",
                 "CQL batches ScyllaDB accepted.",
                 &self.batches,
             ),
             (
-                "tidegate_scylla_rows_total",
+                "tidegate_scylla_rows",
                 "Rows in accepted CQL batches.",
                 &self.rows,
             ),
             (
-                "tidegate_scylla_retries_total",
+                "tidegate_scylla_retries",
                 "CQL batch attempts after a failure.",
                 &self.retries,
             ),
             (
-                "tidegate_scylla_rejected_rows_total",
+                "tidegate_scylla_rejected_rows",
                 "Rows refused for good (dead-lettered).",
                 &self.rejected_rows,
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                value.load(Relaxed)
-            );
+            observe::counter(&mut encoder, name, help, [(Vec::new(), value.load(Relaxed))])?;
         }
-        let name = "tidegate_scylla_errors_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Failed CQL batch attempts by kind.\n# TYPE {name} counter"
-        );
-        for (kind, value) in [
-            ("timeout", &self.timeouts),
-            ("overloaded", &self.overloaded),
-            ("other", &self.other_errors),
-        ] {
-            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", value.load(Relaxed));
-        }
+        observe::counter(
+            &mut encoder,
+            "tidegate_scylla_errors",
+            "Failed CQL batch attempts by kind.",
+            [
+                ("timeout", &self.timeouts),
+                ("overloaded", &self.overloaded),
+                ("other", &self.other_errors),
+            ]
+            .map(|(kind, value)| (vec![("kind", kind.to_owned())], value.load(Relaxed))),
+        )?;
         for (name, help, histogram, scale) in [
             (
                 "tidegate_scylla_write_seconds",
@@ -253,14 +249,11 @@ impl crate::observe::metrics::MetricsSource for DispatchStats {
                 1.0,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            histogram.render(out, name, "", scale);
+            observe::histogram(&mut encoder, name, help, scale, [(Vec::new(), histogram)])?;
         }
-        let name = "tidegate_scylla_target_batches_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Accepted CQL batches by target node and shard.\n# TYPE {name} counter"
-        );
+        let target = |host: &Uuid, shard: &u16| {
+            vec![("host_id", host.to_string()), ("shard", shard.to_string())]
+        };
         let mut by_target: Vec<_> = self
             .batches_by_target
             .lock()
@@ -269,9 +262,14 @@ impl crate::observe::metrics::MetricsSource for DispatchStats {
             .map(|(k, v)| (*k, *v))
             .collect();
         by_target.sort();
-        for ((host, shard), n) in by_target {
-            let _ = writeln!(out, "{name}{{host_id=\"{host}\",shard=\"{shard}\"}} {n}");
-        }
+        observe::counter(
+            &mut encoder,
+            "tidegate_scylla_target_batches",
+            "Accepted CQL batches by target node and shard.",
+            by_target
+                .iter()
+                .map(|((host, shard), n)| (target(host, shard), *n)),
+        )?;
         let limits = self.limits.lock().unwrap();
         let mut targets: Vec<_> = limits.iter().collect();
         targets.sort_by_key(|(key, _)| **key);
@@ -287,15 +285,16 @@ impl crate::observe::metrics::MetricsSource for DispatchStats {
                 AdaptiveLimit::in_flight,
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-            for ((host, shard), limit) in &targets {
-                let _ = writeln!(
-                    out,
-                    "{name}{{host_id=\"{host}\",shard=\"{shard}\"}} {}",
-                    get(limit)
-                );
-            }
+            observe::gauge(
+                &mut encoder,
+                name,
+                help,
+                targets
+                    .iter()
+                    .map(|((host, shard), limit)| (target(host, shard), get(limit) as i64)),
+            )?;
         }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::event::encoded::user_id_bytes;
+use crate::encoded::user_id_bytes;
 use murmur3_token::murmur3_token;
 
 /// A node, as an index into the hosts a grouping call has seen.
@@ -127,7 +127,7 @@ impl Grouper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::encoded::{encode_into, EventFields, EventView};
+    use crate::encoded::{encode_into, EventFields, EventView};
 
     fn event(user: &str, n: u128) -> Bytes {
         let mut out = Vec::new();

@@ -1,15 +1,22 @@
 //! The ScyllaDB sink (`--sink scylla`).
 //!
-//! Routing is kept apart from transport, as in the scylla driver: `token` computes a
-//! row's Murmur3 token, `sharding` maps a token to a shard of a node, `topology` maps it
-//! to the owning node, and `grouping` cuts a drained batch into CQL batches that each
-//! belong to exactly one shard of one node. `sink` is the shard side of the sink, `dispatch`
-//! the driver's side on tokio, `session` connects, and `schema` holds the CQL.
+//! Routing is kept apart from transport, as in the scylla driver: `grouping` cuts a drained
+//! batch into CQL batches that each belong to exactly one shard of one node, with tokens
+//! from the `murmur3-token` crate and owners from the driver's replica locator (`sink`);
+//! `sink` is the shard side of the sink, `dispatch` the driver's side on tokio, `session`
+//! connects, `concurrency` adapts in-flight requests per target, `schema` holds the CQL and
+//! `settings` the `[scylla]` section.
 
-pub mod concurrency;
-pub mod dispatch;
+mod concurrency;
+mod dispatch;
 pub mod grouping;
-pub mod replay;
-pub mod schema;
-pub mod session;
+mod schema;
+mod session;
+mod settings;
 pub mod sink;
+
+pub use dispatch::{DispatchError, DispatchStats, Dispatcher};
+pub use schema::{ReplicationStrategy, SchemaConfig};
+pub use session::{connect, ConnectError};
+pub use settings::{ScyllaSettings, WriteConsistency};
+pub use sink::ScyllaSink;

@@ -10,9 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Override};
-use crate::sink::gate::GateFiles;
-use crate::sink::spool::reader;
+use super::config::{Config, LogFormat, Override};
+use crate::sink::spool;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -60,9 +59,11 @@ pub struct Options {
     #[arg(long, global = true, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Test-only: the sink stalls while this file exists.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, value_name = "FILE")]
     pub test_stall_file: Option<PathBuf>,
     /// Test-only: sink writes fail while this file exists.
+    #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, value_name = "FILE")]
     pub test_fail_file: Option<PathBuf>,
 }
@@ -159,11 +160,16 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             init_logging(&config);
-            let gate = GateFiles {
-                stall: cli.options.test_stall_file,
-                fail: cli.options.test_fail_file,
-            };
-            crate::server::run(config, gate).context("server failed")
+            #[allow(unused_mut)] // test hooks add to it
+            let mut sinks = config.sink_settings();
+            #[cfg(feature = "test-hooks")]
+            {
+                sinks.gate = crate::sink::GateFiles {
+                    stall: cli.options.test_stall_file,
+                    fail: cli.options.test_fail_file,
+                };
+            }
+            super::server::run(config, sinks).context("server failed")
         }
         Command::Spool {
             command: SpoolCommand::Cat { dir },
@@ -207,7 +213,7 @@ fn init_logging(config: &Config) {
         .with_writer(std::io::stderr)
         .with_thread_names(true)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if config.log.format == "json" {
+    if config.log.format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
@@ -220,7 +226,7 @@ fn schema_apply(config: &Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the tokio runtime for the driver")?;
     runtime.block_on(async {
-        let session = crate::sink::scylla::session::connect(&config.scylla).await?;
+        let session = crate::sink::scylla::connect(&config.scylla).await?;
         for statement in config.schema.statements() {
             session
                 .query_unpaged(statement.as_str(), &[])
@@ -234,7 +240,7 @@ fn schema_apply(config: &Config) -> anyhow::Result<()> {
 
 fn spool_replay(config: &Config, dir: &Path) -> anyhow::Result<()> {
     init_logging(config);
-    let summary = crate::sink::scylla::replay::replay(config, dir, |line| {
+    let summary = super::replay::replay(config.sink_settings(), config.batch.max_events, dir, |line| {
         eprintln!("tidegate spool replay: {line}")
     })
     .with_context(|| format!("cannot replay {}", dir.display()))?;
@@ -253,13 +259,8 @@ fn drain(config: Config) -> anyhow::Result<()> {
     if !config.overflow_enabled() {
         anyhow::bail!("nothing to drain: kafka.brokers is empty");
     }
-    let dispatcher = match config.sink.kind {
-        crate::sink::SinkKind::Scylla => Some(
-            crate::sink::scylla::dispatch::Dispatcher::start(&config)
-                .context("cannot start the ScyllaDB sink")?,
-        ),
-        _ => None,
-    };
+    let sinks = crate::sink::SinkFactory::start(config.sink_settings())
+        .context("cannot start the sink")?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
@@ -273,15 +274,10 @@ fn drain(config: Config) -> anyhow::Result<()> {
         }
     });
     let (topic, sink) = (config.kafka.topic.clone(), config.sink.kind);
-    let stats = Arc::new(crate::overflow::stats::OverflowStats::default());
+    let stats = Arc::new(crate::overflow::OverflowStats::default());
     // Alone, the drain cannot see an edge's rings: it backs off only on its sink's errors.
-    let handle = crate::overflow::drain::spawn(
-        Arc::new(config),
-        dispatcher,
-        stats,
-        Box::new(|| None),
-        stop,
-    )?;
+    let handle =
+        crate::overflow::spawn_drain(config.kafka.clone(), sinks, stats, Box::new(|| None), stop)?;
     println!("tidegate drain: draining topic {topic} into the {sink} sink");
     let summary = handle
         .join()
@@ -297,7 +293,7 @@ fn spool_cat(dir: &Path) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     let stderr = std::io::stderr();
-    let summary = reader::cat(dir, &mut out, &mut stderr.lock())
+    let summary = spool::cat(dir, &mut out, &mut stderr.lock())
         .with_context(|| format!("cannot read spool {}", dir.display()))?;
     out.flush().context("cannot write to stdout")?;
     eprintln!(

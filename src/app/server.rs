@@ -7,17 +7,16 @@ use std::sync::Arc;
 use glommio::{CpuSet, LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
-use crate::config::Config;
-use crate::ingress::listener;
-use crate::observe::metrics::Metrics;
-use crate::overflow::drain;
-use crate::overflow::spill::{self, Spill};
-use crate::overflow::stats::OverflowStats;
-use crate::shard::{self, ShardSetup};
+use super::config::Config;
+use super::shard::{self, ShardSetup};
+use crate::admission::EdgeState;
+use crate::ingress::{listener, IngressMetrics, Shared};
+use crate::observe::Registry;
+use crate::overflow::{self, OverflowStats, Spill};
+use crate::ring::{RingLoad, RingsCollector};
 use crate::shutdown::Shutdown;
-use crate::sink::gate::GateFiles;
-use crate::sink::scylla::dispatch::Dispatcher;
-use crate::sink::SinkKind;
+use crate::sink::{SinkFactory, SinkSettings};
+use crate::writer::{WriterStats, WritersCollector};
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -30,49 +29,63 @@ pub enum ServerError {
     Start { shard: usize, message: String },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("cannot start the ScyllaDB sink: {0}")]
-    Scylla(#[from] crate::sink::scylla::dispatch::DispatchError),
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkStartError),
     #[error("cannot start the Kafka overflow: {0}")]
-    Overflow(#[from] crate::overflow::spill::OverflowError),
+    Overflow(#[from] crate::overflow::OverflowError),
     #[error("cannot start the drain: {0}")]
-    Drain(#[from] crate::overflow::drain::DrainError),
+    Drain(#[from] crate::overflow::DrainError),
     #[error("shard {shard} failed: {message}")]
     Shard { shard: usize, message: String },
 }
 
 /// Runs the server until SIGTERM or SIGINT has been handled and every ring drained.
-pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
+pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerError> {
     let config = Arc::new(config);
     let shards = config.shard_count();
     let addr = config.listen_addr().expect("validated");
     let (sockets, bound) = listener::bind_reuseport(addr, shards, config.server.backlog)
         .map_err(|source| ServerError::Listen { addr, source })?;
-    // The driver connects before any shard serves: a sink that cannot reach its cluster
-    // at start-up fails the start, with the reason, instead of answering 503 forever.
-    let dispatcher = match config.sink.kind {
-        SinkKind::Scylla => Some(Dispatcher::start(&config)?),
-        _ => None,
-    };
-    let metrics = Arc::new(Metrics::new(shards));
-    if let Some(dispatcher) = &dispatcher {
-        metrics.add_source(dispatcher.stats.clone());
+    let sinks = SinkFactory::start(sink_settings)?;
+    let mut registry = Registry::default();
+    let ingress_metrics = Arc::new(IngressMetrics::new(shards));
+    registry.register_collector(Box::new(ingress_metrics.clone()));
+    let ring_loads: Vec<Arc<RingLoad>> = (0..shards)
+        .map(|_| Arc::new(RingLoad::new(config.ring_capacity(), config.ring.high_water_percent)))
+        .collect();
+    registry.register_collector(Box::new(RingsCollector(ring_loads.clone())));
+    let writers: Vec<Arc<WriterStats>> = (0..shards).map(|_| Arc::default()).collect();
+    registry.register_collector(Box::new(WritersCollector(writers.clone())));
+    if let Some(dispatcher) = sinks.dispatcher() {
+        registry.register_collector(Box::new(dispatcher.stats.clone()));
     }
     let spill = if config.overflow_enabled() {
-        Some(start_overflow(&config, &metrics)?)
+        let spill = start_overflow(&config)?;
+        registry.register_collector(Box::new(spill.stats.clone()));
+        Some(spill)
     } else {
         None
     };
     let shutdown = Arc::new(Shutdown::default());
+    let edge = Arc::new(EdgeState {
+        shutdown: shutdown.clone(),
+        shards: ring_loads.iter().cloned().zip(writers.iter().cloned()).collect(),
+        overflow: spill.as_ref().map(|spill| spill.stats.clone()),
+    });
+    let registry = Arc::new(registry);
     watch_signals(shutdown.clone())?;
     let stop_drain = Arc::new(AtomicBool::new(false));
     let drain = match &spill {
-        Some(spill) if config.kafka.drain => Some(drain::spawn(
-            config.clone(),
-            dispatcher.clone(),
-            spill.stats.clone(),
-            edge_pressure(metrics.clone(), spill.stats.clone()),
-            stop_drain.clone(),
-        )?),
+        Some(spill) if config.kafka.drain => {
+            let pressure = edge.clone();
+            Some(overflow::spawn_drain(
+                config.kafka.clone(),
+                sinks.clone(),
+                spill.stats.clone(),
+                Box::new(move || pressure.drain_pressure()),
+                stop_drain.clone(),
+            )?)
+        }
         _ => None,
     };
 
@@ -94,10 +107,14 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
             id,
             config: config.clone(),
             socket,
-            metrics: metrics.clone(),
-            shutdown: shutdown.clone(),
-            gate_files: gate_files.clone(),
-            dispatcher: dispatcher.clone(),
+            shared: Shared {
+                metrics: ingress_metrics.clone(),
+                registry: registry.clone(),
+                edge: edge.clone(),
+            },
+            ring_load: ring_loads[id].clone(),
+            writer: writers[id].clone(),
+            sinks: sinks.clone(),
             spill: spill.clone(),
             started: started_tx.clone(),
         };
@@ -163,7 +180,9 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
         // Every 202 was acknowledged already; this only settles orphans of refused requests.
         spill.flush(std::time::Duration::from_secs(5));
     }
-    let (accepted, flushed, in_rings) = metrics.outcome_totals();
+    let accepted = ingress_metrics.events_accepted();
+    let flushed: u64 = writers.iter().map(|w| w.events_flushed()).sum();
+    let in_rings: u64 = ring_loads.iter().map(|r| r.events()).sum();
     tracing::info!(accepted, flushed, in_rings, "stopped");
     first_error.map_or(Ok(()), Err)
 }
@@ -171,10 +190,10 @@ pub fn run(config: Config, gate_files: GateFiles) -> Result<(), ServerError> {
 /// Creates the overflow topic if needed and the shared producer. A broker that cannot be
 /// reached at start-up does not stop the server: requests that need the spill get 503
 /// until it is back, as they would without an overflow.
-fn start_overflow(config: &Config, metrics: &Metrics) -> Result<Arc<Spill>, ServerError> {
+fn start_overflow(config: &Config) -> Result<Arc<Spill>, ServerError> {
     let kafka = &config.kafka;
     if kafka.create_topic {
-        match spill::ensure_topic(kafka) {
+        match overflow::ensure_topic(kafka) {
             Ok(true) => tracing::info!(topic = %kafka.topic, "created the overflow topic"),
             Ok(false) => {}
             Err(err) => {
@@ -183,26 +202,7 @@ fn start_overflow(config: &Config, metrics: &Metrics) -> Result<Arc<Spill>, Serv
         }
     }
     let stats = Arc::new(OverflowStats::default());
-    metrics.add_source(stats.clone());
     Ok(Arc::new(Spill::connect(kafka, stats)?))
-}
-
-/// What makes the in-process drain hold off: live traffic comes first.
-fn edge_pressure(metrics: Arc<Metrics>, stats: Arc<OverflowStats>) -> drain::Pressure {
-    Box::new(move || {
-        if stats.spilling() {
-            return Some("the edge is spilling".into());
-        }
-        metrics.shards().find_map(|(id, shard)| {
-            if shard.above_high_water() {
-                Some(format!("shard {id}: ring above its high-water mark"))
-            } else if shard.sink_failing.load(Relaxed) {
-                Some(format!("shard {id}: sink writes failing"))
-            } else {
-                None
-            }
-        })
-    })
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one is logged and ignored, since

@@ -11,13 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::dispatch::{DispatchError, Dispatcher};
-use super::sink::ScyllaSink;
-use crate::config::Config;
-use crate::sink::spool::reader::segment_files;
-use crate::sink::spool::record::{Found, Scanner};
-use crate::sink::spool::SpoolConfig;
-use crate::sink::{Sink, SinkError};
+use crate::segment::{segment_files, Found, Scanner};
+use crate::sink::{Sink, SinkError, SinkFactory, SinkRole, SinkSettings, SinkStartError};
+use crate::writer::{store_with_retries, Backoff, Retry};
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ReplaySummary {
@@ -34,18 +30,18 @@ pub enum ReplayError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Dispatch(#[from] DispatchError),
+    Start(#[from] SinkStartError),
     #[error(transparent)]
     Sink(#[from] SinkError),
     #[error("replay executor failed: {0}")]
     Executor(String),
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Replays every intact event under `dir`; reports damage to `report` as it goes.
+/// Replays every intact event under `dir`, `chunk` events per write; reports damage and
+/// retries to `report` as it goes.
 pub fn replay(
-    config: &Config,
+    settings: SinkSettings,
+    chunk: usize,
     dir: &Path,
     report: impl Fn(&str) + Send + 'static,
 ) -> Result<ReplaySummary, ReplayError> {
@@ -53,16 +49,11 @@ pub fn replay(
         path: dir.to_owned(),
         source,
     })?;
-    let dispatcher = Dispatcher::start(config)?;
-    let dead_letter = SpoolConfig {
-        dir: ScyllaSink::dead_letter_dir(&config.spool.data_dir),
-        ..config.spool_config()
-    };
-    let chunk = config.batch.max_events;
+    let sinks = SinkFactory::start_replay(settings)?;
     let executor = glommio::LocalExecutorBuilder::default()
         .name("tidegate-replay")
         .spawn(move || async move {
-            let mut sink = ScyllaSink::open(0, dispatcher, dead_letter).await?;
+            let mut sink = sinks.open(SinkRole::Replay).await?;
             let mut summary = ReplaySummary::default();
             for file in files {
                 summary.segments += 1;
@@ -83,12 +74,16 @@ pub fn replay(
                     }
                 }
                 for batch in events.chunks(chunk) {
-                    let mut backoff = Duration::from_millis(50);
-                    while let Err(err) = sink.write_batch(batch).await {
-                        report(&format!("retrying after: {err}"));
-                        glommio::timer::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                    }
+                    store_with_retries(
+                        &mut sink,
+                        batch,
+                        Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+                        async |err: &SinkError| {
+                            report(&format!("retrying after: {err}"));
+                            Retry::After
+                        },
+                    )
+                    .await?;
                     summary.events += batch.len();
                 }
             }

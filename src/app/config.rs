@@ -1,10 +1,17 @@
 //! Configuration: defaults, overridden by a TOML file, then by `TIDEGATE_*` environment
-//! variables, then by command-line flags.
+//! variables, then by command-line flags; then handed to each stage as its own settings.
 //!
 //! Layers are merged as TOML tables before anything is typed, so every key can come from
 //! any layer under one name: the file's `[limits] max_body_bytes` is the environment's
 //! `TIDEGATE_LIMITS_MAX_BODY_BYTES` and shows up in `tidegate config print` as the same
-//! key. Validation then names the offending key, and the binary exits with status 2.
+//! key. Every layer refuses a key it does not know, the environment included (a typo such
+//! as `TIDEGATE_SPOOL_FSNYC` would otherwise leave the default silently in force).
+//! Validation names the offending key, and the binary exits with status 2.
+//!
+//! Sections that belong to one stage are that stage's own settings type (`[spool]`,
+//! `[scylla]`, `[schema]`, `[kafka]`); the rest describe the edge as an operator sees it
+//! (`[server]`, `[limits]`, `[ring]`, `[batch]`) and are split here into the typed limits
+//! each stage takes. No stage reads this module.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,10 +23,11 @@ use toml::{Table, Value};
 
 use crate::event::{BatchLimits, EventLimits};
 use crate::ingress::{BodyTimeout, ConnectionPolicy, HttpLimits, Lingering, Timeouts};
+use crate::overflow::KafkaSettings;
 use crate::ring::RingCapacity;
-use crate::sink::scylla::schema::SchemaConfig;
-use crate::sink::spool::{FsyncPolicy, SpoolConfig};
-use crate::sink::SinkKind;
+use crate::sink::scylla::{SchemaConfig, ScyllaSettings};
+use crate::sink::spool::SpoolSettings;
+use crate::sink::{SinkKind, SinkSettings};
 use crate::writer::BatchPolicy;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -30,113 +38,11 @@ pub struct Config {
     pub ring: RingConfig,
     pub batch: BatchConfig,
     pub sink: SinkConfig,
-    pub spool: SpoolSection,
-    pub scylla: ScyllaConfig,
+    pub spool: SpoolSettings,
+    pub scylla: ScyllaSettings,
     pub schema: SchemaConfig,
-    pub kafka: KafkaConfig,
+    pub kafka: KafkaSettings,
     pub log: LogConfig,
-}
-
-/// The Kafka overflow: where a full ring spills, and the drain that brings spilled events
-/// back. With no brokers configured there is no overflow and a full ring means 503.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct KafkaConfig {
-    /// Bootstrap brokers, `host:port`; empty turns the overflow off. From the environment:
-    /// comma-separated.
-    pub brokers: Vec<String>,
-    pub topic: String,
-    /// Create the topic at start-up if it is missing (brokers such as tansu do not
-    /// auto-create topics), with this many partitions and this replication factor.
-    pub create_topic: bool,
-    pub partitions: i32,
-    pub replication_factor: i32,
-    /// A spilled request is answered 202 only once the broker acknowledged every event
-    /// (acks=all) within this deadline; otherwise 503.
-    pub ack_deadline_ms: u64,
-    /// The producer's local queue: beyond either bound a spill is refused at once (503).
-    pub queue_max_messages: u32,
-    pub queue_max_kbytes: u32,
-    pub linger_ms: u32,
-    /// An idempotent producer: librdkafka's retries cannot duplicate or reorder an event
-    /// within a partition. Off only for brokers that mishandle it (see the README).
-    pub idempotence: bool,
-    /// none, gzip, snappy, lz4 or zstd.
-    pub compression: String,
-    /// Consumer group of the drain.
-    pub consumer_group: String,
-    /// Run the drain inside the server (otherwise run `tidegate drain` as its own process).
-    pub drain: bool,
-    /// Events the drain writes to the sink per batch (and commits per offset commit).
-    pub drain_batch_events: usize,
-    /// Per user_id and shard, events per second beyond which that user's events go
-    /// straight to the overflow topic; 0 turns the hot-key limit off.
-    pub hot_key_events_per_second: u32,
-    /// Events a user may send at once before the per-second limit applies.
-    pub hot_key_burst: u32,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            brokers: Vec::new(),
-            topic: "tidegate-overflow".into(),
-            create_topic: true,
-            partitions: 12,
-            replication_factor: 1,
-            ack_deadline_ms: 2_000,
-            queue_max_messages: 100_000,
-            queue_max_kbytes: 64 * 1024,
-            linger_ms: 5,
-            idempotence: true,
-            compression: "zstd".into(),
-            consumer_group: "tidegate-drain".into(),
-            drain: false,
-            drain_batch_events: 5_000,
-            hot_key_events_per_second: 0,
-            hot_key_burst: 1_000,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ScyllaConfig {
-    /// Contact points, `host:port`; the rest of the cluster is discovered from them.
-    /// From the environment: comma-separated.
-    pub contact_points: Vec<String>,
-    /// Datacenter whose replicas receive writes.
-    pub local_datacenter: String,
-    /// ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM or ALL.
-    pub consistency: String,
-    /// Empty for no authentication.
-    pub username: String,
-    pub password: String,
-    pub request_timeout_ms: u64,
-    /// The driver's periodic metadata refresh. Topology changes reach the driver as events
-    /// the nodes push (and the driver then re-reads system.peers); this interval bounds how
-    /// stale the rest of its metadata, such as the schema, may get.
-    pub metadata_refresh_ms: u64,
-    /// Adaptive in-flight CQL requests per target shard: never fewer than this...
-    pub concurrency_floor: usize,
-    /// ...and never more than this.
-    pub concurrency_ceiling: usize,
-}
-
-impl Default for ScyllaConfig {
-    fn default() -> Self {
-        ScyllaConfig {
-            contact_points: vec!["127.0.0.1:9042".into()],
-            local_datacenter: "datacenter1".into(),
-            consistency: "LOCAL_QUORUM".into(),
-            username: String::new(),
-            password: String::new(),
-            request_timeout_ms: 5_000,
-            metadata_refresh_ms: 60_000,
-            concurrency_floor: 1,
-            concurrency_ceiling: 64,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -227,21 +133,18 @@ pub struct SinkConfig {
     pub kind: SinkKind,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpoolSection {
-    pub data_dir: PathBuf,
-    pub segment_bytes: u64,
-    /// `each-flush`, `interval` or `never`.
-    pub fsync: String,
-    pub fsync_interval_ms: u64,
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `tidegate=debug`.
     pub level: String,
 }
@@ -310,21 +213,10 @@ impl Default for SinkConfig {
     }
 }
 
-impl Default for SpoolSection {
-    fn default() -> Self {
-        SpoolSection {
-            data_dir: PathBuf::from("tidegate-data"),
-            segment_bytes: 64 << 20,
-            fsync: "interval".into(),
-            fsync_interval_ms: 1_000,
-        }
-    }
-}
-
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            format: "text".into(),
+            format: LogFormat::Text,
             level: "info".into(),
         }
     }
@@ -349,6 +241,18 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
         message: message.into(),
     }
 }
+
+/// `TIDEGATE_*` variables that are not configuration keys: the flags' own variables (see
+/// `cli`), and those of the repository's scripts and tests.
+const NOT_CONFIG_KEYS: [&str; 6] = [
+    "TIDEGATE_CONFIG",
+    "TIDEGATE_LISTEN",
+    "TIDEGATE_SHARDS",
+    "TIDEGATE_SINK",
+    "TIDEGATE_DATA_DIR",
+    "TIDEGATE_TOOLS",
+];
+const NOT_CONFIG_PREFIXES: [&str; 2] = ["TIDEGATE_TEST_", "TIDEGATE_TUNING_"];
 
 /// One command-line override: the dotted key and its value as text.
 pub type Override = (&'static str, String);
@@ -383,20 +287,28 @@ impl Config {
             let Some(rest) = name.strip_prefix("TIDEGATE_") else {
                 continue;
             };
-            if let Some(key) = keys
+            match keys
                 .iter()
                 .find(|key| key.replace('.', "_").eq_ignore_ascii_case(rest))
             {
-                set_key(&mut table, key, &value)
-                    .map_err(|m| invalid(&format!("{key} (from {name})"), m))?;
+                Some(key) => set_key(&mut table, key, &value)
+                    .map_err(|m| invalid(&format!("{key} (from {name})"), m))?,
+                None if NOT_CONFIG_KEYS.contains(&name.as_str())
+                    || NOT_CONFIG_PREFIXES.iter().any(|p| name.starts_with(p)) => {}
+                None => {
+                    return Err(invalid(
+                        &name,
+                        "is not a configuration key (TIDEGATE_<SECTION>_<KEY>; \
+                         `tidegate config print` lists them)",
+                    ))
+                }
             }
         }
         for (key, value) in flags {
             set_key(&mut table, key, value).map_err(|m| invalid(key, m))?;
         }
-        let config: Config = Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| invalid("configuration", e.message().to_owned()))?;
+        let config: Config = serde_path_to_error::deserialize(Value::Table(table))
+            .map_err(|e| invalid(&e.path().to_string(), e.inner().message().to_owned()))?;
         config.validate()?;
         Ok(config)
     }
@@ -475,95 +387,24 @@ impl Config {
                 "must not exceed ring.capacity_events, or a full request could never fit",
             ));
         }
-        positive("spool.segment_bytes", self.spool.segment_bytes)?;
-        self.fsync_policy()?;
-        if self.scylla.contact_points.is_empty() {
-            return Err(invalid(
-                "scylla.contact_points",
-                "must name at least one node",
-            ));
-        }
-        if !matches!(
-            self.scylla.consistency.as_str(),
-            "ONE" | "LOCAL_ONE" | "QUORUM" | "LOCAL_QUORUM" | "ALL"
-        ) {
-            return Err(invalid(
-                "scylla.consistency",
-                "must be ONE, LOCAL_ONE, QUORUM, LOCAL_QUORUM or ALL",
-            ));
-        }
-        positive(
-            "scylla.metadata_refresh_ms",
-            self.scylla.metadata_refresh_ms,
-        )?;
-        if self.scylla.concurrency_floor == 0
-            || self.scylla.concurrency_ceiling < self.scylla.concurrency_floor
-        {
-            return Err(invalid(
-                "scylla.concurrency_ceiling",
-                "needs 1 <= scylla.concurrency_floor <= scylla.concurrency_ceiling",
-            ));
-        }
+        let stage = |checked: Result<(), (&str, &str)>| {
+            checked.map_err(|(key, message)| invalid(key, message))
+        };
+        stage(self.spool.check())?;
+        stage(self.scylla.check())?;
         self.schema
             .validate()
             .map_err(|message| invalid("schema", message))?;
-        self.validate_kafka()?;
-        if !matches!(self.log.format.as_str(), "text" | "json") {
-            return Err(invalid("log.format", "must be text or json"));
-        }
+        stage(self.kafka.check())?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "is not a valid tracing filter"));
         }
         Ok(())
     }
 
-    fn validate_kafka(&self) -> Result<(), ConfigError> {
-        let kafka = &self.kafka;
-        if kafka.topic.is_empty() {
-            return Err(invalid("kafka.topic", "must not be empty"));
-        }
-        if kafka.partitions < 1 || kafka.replication_factor < 1 {
-            return Err(invalid(
-                "kafka.partitions",
-                "kafka.partitions and kafka.replication_factor must be at least 1",
-            ));
-        }
-        if kafka.ack_deadline_ms == 0 || kafka.queue_max_messages == 0 {
-            return Err(invalid(
-                "kafka.ack_deadline_ms",
-                "kafka.ack_deadline_ms and kafka.queue_max_messages must be greater than 0",
-            ));
-        }
-        if !matches!(
-            kafka.compression.as_str(),
-            "none" | "gzip" | "snappy" | "lz4" | "zstd"
-        ) {
-            return Err(invalid(
-                "kafka.compression",
-                "must be none, gzip, snappy, lz4 or zstd",
-            ));
-        }
-        if kafka.drain_batch_events == 0 {
-            return Err(invalid(
-                "kafka.drain_batch_events",
-                "must be greater than 0",
-            ));
-        }
-        if kafka.brokers.is_empty() && (kafka.drain || kafka.hot_key_events_per_second > 0) {
-            return Err(invalid(
-                "kafka.brokers",
-                "the drain and the hot-key limit need the overflow topic: name its brokers",
-            ));
-        }
-        if kafka.hot_key_events_per_second > 0 && kafka.hot_key_burst == 0 {
-            return Err(invalid("kafka.hot_key_burst", "must be greater than 0"));
-        }
-        Ok(())
-    }
-
     /// Whether a full ring spills to Kafka (rather than answering 503 at once).
     pub fn overflow_enabled(&self) -> bool {
-        !self.kafka.brokers.is_empty()
+        self.kafka.enabled()
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -571,21 +412,6 @@ impl Config {
             .listen
             .parse()
             .map_err(|_| invalid("server.listen", "must be IP:PORT, e.g. 0.0.0.0:8080"))
-    }
-
-    pub fn fsync_policy(&self) -> Result<FsyncPolicy, ConfigError> {
-        match self.spool.fsync.as_str() {
-            "each-flush" => Ok(FsyncPolicy::EachFlush),
-            "never" => Ok(FsyncPolicy::Never),
-            "interval" if self.spool.fsync_interval_ms > 0 => Ok(FsyncPolicy::Interval(
-                Duration::from_millis(self.spool.fsync_interval_ms),
-            )),
-            "interval" => Err(invalid("spool.fsync_interval_ms", "must be greater than 0")),
-            _ => Err(invalid(
-                "spool.fsync",
-                "must be each-flush, interval or never",
-            )),
-        }
     }
 
     /// Shards to run: as configured, or one per online core.
@@ -653,11 +479,15 @@ impl Config {
         }
     }
 
-    pub fn spool_config(&self) -> SpoolConfig {
-        SpoolConfig {
-            dir: self.spool.data_dir.clone(),
-            segment_bytes: self.spool.segment_bytes,
-            fsync: self.fsync_policy().expect("validated"),
+    /// What the sink factory needs, from every section a sink may use.
+    pub fn sink_settings(&self) -> SinkSettings {
+        SinkSettings {
+            kind: self.sink.kind,
+            spool: self.spool.clone(),
+            scylla: self.scylla.clone(),
+            schema: self.schema.clone(),
+            #[cfg(feature = "test-hooks")]
+            gate: Default::default(),
         }
     }
 }
@@ -773,6 +603,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tape"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_environment_key_is_refused_by_name() {
+        let err = Config::load(None, env(&[("TIDEGATE_SPOOL_FSNYC", "never")]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("TIDEGATE_SPOOL_FSNYC"), "{err}");
+        // The flags' own variables and the scripts' are not configuration keys.
+        Config::load(
+            None,
+            env(&[
+                ("TIDEGATE_LISTEN", "127.0.0.1:1"),
+                ("TIDEGATE_TEST_TANSU", "/bin/tansu"),
+                ("TIDEGATE_TUNING_NIC", "eth0"),
+            ]),
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_bad_enum_value_names_its_key() {
+        for (key, value) in [
+            ("scylla.consistency", "SOME"),
+            ("kafka.compression", "brotli"),
+            ("log.format", "xml"),
+            ("schema.replication_strategy", "Everywhere"),
+        ] {
+            let err = Config::load(None, vec![], &[(key, value.into())])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
     }
 
     #[test]

@@ -1,9 +1,14 @@
-//! The one place where tidegate decides to answer 503.
+//! The one place where tidegate decides to answer 503, and whether it is ready.
 //!
 //! A validated request is admitted only if every one of its events can be kept now;
 //! otherwise nothing of it is kept and the client is told to retry. Each reason for
 //! refusing is an [`UnavailableCause`], so the metrics, the response body and the logs all
-//! name the same cause.
+//! name the same cause, and each is decided here: the connection limit
+//! ([`admit_connection`]), shutdown, a full ring, a failed spill and the re-check after a
+//! spill ([`admit`], [`spill`]). The one cause decided elsewhere is `body_memory`: the
+//! shard's body budget refuses a body as it is read (`ingress::body`), before any of it is
+//! parsed. [`readiness`] answers `/ready` and the drain's "should I hold off" from the state
+//! each stage publishes.
 //!
 //! Without the Kafka overflow the decision is simple: the whole request fits this shard's
 //! ring, or 503. With it, a request the ring cannot take (and any event of a user over the
@@ -13,14 +18,19 @@
 //! acknowledged it, putting the rest in the ring cannot fail in a way that leaves a
 //! refused request half-kept in the ring.
 
+mod readiness;
+#[cfg(test)]
+mod tests;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::overflow::hot_keys::HotKeys;
-use crate::overflow::spill::Spill;
-use crate::overflow::stats::SpillFailure;
-use crate::ring::{Ring, RingFull};
+use crate::encoded::user_id_bytes;
+use crate::overflow::{HotKeys, Spill, SpillFailure};
+use crate::ring::{Ring, RingFull, ShardRing};
+
+pub use readiness::{EdgeState, Readiness};
 
 /// Why a request was refused with 503. Every 503 tidegate sends has exactly one of these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +139,36 @@ pub struct OverflowGate<'a> {
     pub hot_keys: Option<&'a mut HotKeys>,
 }
 
+/// Where a spill goes: the Kafka overflow, or a fake in tests.
+#[allow(async_fn_in_trait)] // shard-local: futures never cross threads
+pub trait SpillTarget {
+    /// Sends every event and waits for every acknowledgement; `Ok` with the time taken, or
+    /// why not.
+    async fn send(&self, shard: usize, events: &[Bytes]) -> Result<Duration, SpillFailure>;
+    /// Counts `events` acknowledged for a request that is being refused.
+    fn orphaned(&self, events: usize);
+}
+
+impl SpillTarget for Spill {
+    async fn send(&self, shard: usize, events: &[Bytes]) -> Result<Duration, SpillFailure> {
+        Spill::send(self, shard, events).await
+    }
+
+    fn orphaned(&self, events: usize) {
+        self.orphan(Vec::new(), events);
+    }
+}
+
+/// Whether a shard already serving `open` connections may serve a new one; over the limit,
+/// the new connection gets one 503 and is closed.
+pub fn admit_connection(open: usize, max: usize) -> Result<(), UnavailableCause> {
+    if open >= max {
+        Err(UnavailableCause::ConnectionLimit)
+    } else {
+        Ok(())
+    }
+}
+
 /// Admits a request's events, all of them or none, without waiting for anything: into the
 /// ring, or — when `overflow` is configured — into a plan for [`spill`].
 pub fn admit(
@@ -182,7 +222,7 @@ fn split_hot(
     let mut over_limit = Vec::new();
     let mut start = 0;
     for (i, &end) in ends.iter().enumerate() {
-        let user = crate::event::encoded::user_id_bytes(&chunk[start..end]).unwrap_or_default();
+        let user = user_id_bytes(&chunk[start..end]).unwrap_or_default();
         if !hot_keys.admit(user, now) {
             over_limit.push(i);
         }
@@ -223,12 +263,13 @@ pub struct Spilled {
 }
 
 /// Finishes a request that needs the overflow: spills, then offers the rest to the ring
-/// through `push_to_ring` (spilling it as well if the ring has filled meanwhile).
+/// (spilling it as well if the ring has filled meanwhile). The ring is re-checked after the
+/// await: shutdown may have begun, or other requests filled it.
 pub async fn spill(
     plan: SpillPlan,
     shard: usize,
-    overflow: &Spill,
-    push_to_ring: impl FnOnce(&[Bytes]) -> Result<(), UnavailableCause>,
+    overflow: &impl SpillTarget,
+    ring: &ShardRing,
 ) -> Result<Spilled, UnavailableCause> {
     let SpillPlan {
         mut hot,
@@ -247,7 +288,7 @@ pub async fn spill(
     }
     let mut elapsed = overflow.send(shard, &hot).await?;
     let mut events = hot.len();
-    match push_to_ring(&rest) {
+    match push_rest(ring, &rest) {
         Ok(()) => {}
         Err(UnavailableCause::RingFull) => match overflow.send(shard, &rest).await {
             Ok(more) => {
@@ -255,12 +296,12 @@ pub async fn spill(
                 events += rest.len();
             }
             Err(why) => {
-                overflow.orphan(Vec::new(), hot.len());
+                overflow.orphaned(hot.len());
                 return Err(why.into());
             }
         },
         Err(cause) => {
-            overflow.orphan(Vec::new(), hot.len());
+            overflow.orphaned(hot.len());
             return Err(cause);
         }
     }
@@ -269,4 +310,18 @@ pub async fn spill(
         hot_key_events,
         elapsed,
     })
+}
+
+/// The part of a spilled request the ring was to take, after the spill's await.
+fn push_rest(ring: &ShardRing, rest: &[Bytes]) -> Result<(), UnavailableCause> {
+    use crate::writer::BatchSource as _;
+    if ring.is_closing() {
+        return Err(UnavailableCause::ShuttingDown);
+    }
+    let was_empty = ring.is_empty();
+    ring.borrow_mut()
+        .push_events(rest)
+        .map_err(|_| UnavailableCause::RingFull)?;
+    ring.notify_pushed(was_empty);
+    Ok(())
 }

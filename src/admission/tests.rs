@@ -1,0 +1,242 @@
+//! Every 503 cause and every readiness answer, decided on fakes.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::overflow::OverflowStats;
+use crate::ring::{RingCapacity, RingLoad};
+use crate::shutdown::Shutdown;
+use crate::writer::{BatchPolicy, BatchSource, WriterStats};
+
+fn policy() -> BatchPolicy {
+    BatchPolicy {
+        max_events: 100,
+        max_bytes: 1 << 20,
+        max_delay: Duration::from_millis(10),
+    }
+}
+
+fn shard_ring(events: usize) -> ShardRing {
+    let capacity = RingCapacity {
+        events,
+        bytes: 1 << 20,
+    };
+    ShardRing::new(Arc::new(RingLoad::new(capacity, 80)), policy())
+}
+
+/// Two events of one request, back to back.
+fn request() -> (Bytes, Vec<usize>) {
+    (Bytes::from_static(b"aaabbb"), vec![3, 6])
+}
+
+/// A spill target that answers as told and counts what it was sent.
+struct FakeOverflow {
+    answer: Result<(), SpillFailure>,
+    sent: Cell<usize>,
+    orphaned: Cell<usize>,
+}
+
+impl FakeOverflow {
+    fn answering(answer: Result<(), SpillFailure>) -> Self {
+        FakeOverflow {
+            answer,
+            sent: Cell::new(0),
+            orphaned: Cell::new(0),
+        }
+    }
+}
+
+impl SpillTarget for FakeOverflow {
+    async fn send(&self, _shard: usize, events: &[Bytes]) -> Result<Duration, SpillFailure> {
+        self.answer?;
+        self.sent.set(self.sent.get() + events.len());
+        Ok(Duration::from_millis(1))
+    }
+
+    fn orphaned(&self, events: usize) {
+        self.orphaned.set(self.orphaned.get() + events);
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    futures_lite::future::block_on(f)
+}
+
+#[test]
+fn a_request_that_fits_goes_into_the_ring() {
+    let ring = shard_ring(10);
+    let (chunk, ends) = request();
+    let admitted = admit(&mut ring.borrow_mut(), &chunk, &ends, false, None).unwrap();
+    assert!(matches!(admitted, Admission::InRing));
+    assert_eq!(ring.borrow_mut().len(), 2);
+}
+
+#[test]
+fn ring_full_without_overflow_is_503_ring_full_and_keeps_nothing() {
+    let ring = shard_ring(1);
+    let (chunk, ends) = request();
+    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, false, None).unwrap_err();
+    assert_eq!(refused, UnavailableCause::RingFull);
+    assert!(ring.is_empty());
+}
+
+#[test]
+fn shutdown_refuses_before_looking_at_the_ring() {
+    let ring = shard_ring(10);
+    let (chunk, ends) = request();
+    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, true, None).unwrap_err();
+    assert_eq!(refused, UnavailableCause::ShuttingDown);
+    assert!(ring.is_empty());
+}
+
+#[test]
+fn the_connection_limit_refuses_the_connection_past_it() {
+    assert_eq!(admit_connection(0, 2), Ok(()));
+    assert_eq!(admit_connection(1, 2), Ok(()));
+    assert_eq!(
+        admit_connection(2, 2),
+        Err(UnavailableCause::ConnectionLimit)
+    );
+}
+
+fn full_ring_plan(ring: &ShardRing) -> SpillPlan {
+    let (chunk, ends) = request();
+    let gate = OverflowGate { hot_keys: None };
+    match admit(&mut ring.borrow_mut(), &chunk, &ends, false, Some(gate)).unwrap() {
+        Admission::Spill(plan) => plan,
+        Admission::InRing => panic!("a full ring with an overflow plans a spill"),
+    }
+}
+
+#[test]
+fn a_full_ring_with_overflow_spills_the_whole_request() {
+    let ring = shard_ring(1);
+    let plan = full_ring_plan(&ring);
+    assert_eq!(plan.events(), 2);
+    let overflow = FakeOverflow::answering(Ok(()));
+    let spilled = block_on(spill(plan, 0, &overflow, &ring)).unwrap();
+    assert_eq!((spilled.events, overflow.sent.get()), (2, 2));
+    assert!(ring.is_empty());
+}
+
+#[test]
+fn a_refused_spill_is_503_overflow_saturated_or_unavailable() {
+    for (failure, cause) in [
+        (SpillFailure::QueueFull, UnavailableCause::OverflowSaturated),
+        (SpillFailure::Deadline, UnavailableCause::OverflowUnavailable),
+        (SpillFailure::Broker, UnavailableCause::OverflowUnavailable),
+    ] {
+        let ring = shard_ring(1);
+        let plan = full_ring_plan(&ring);
+        let overflow = FakeOverflow::answering(Err(failure));
+        let refused = block_on(spill(plan, 0, &overflow, &ring)).unwrap_err();
+        assert_eq!(refused, cause, "{failure:?}");
+        assert!(ring.is_empty(), "nothing of a refused request is kept");
+    }
+}
+
+/// A plan whose hot events spill and whose rest goes to the ring.
+fn hot_key_plan(ring: &ShardRing) -> SpillPlan {
+    let mut chunk = Vec::new();
+    let mut ends = Vec::new();
+    for (user, n) in [("hot", 1u128), ("hot", 2), ("cold", 3)] {
+        crate::encoded::encode_into(
+            &mut chunk,
+            &crate::encoded::EventFields {
+                user_id: user,
+                event_type: "t",
+                event_time_ms: 1,
+                event_id: uuid::Uuid::from_u128(n),
+                received_at_ms: 2,
+            },
+            |_: &mut Vec<u8>| {},
+        );
+        ends.push(chunk.len());
+    }
+    let chunk = Bytes::from(chunk);
+    let mut hot_keys = HotKeys::new(1, 1);
+    let gate = OverflowGate {
+        hot_keys: Some(&mut hot_keys),
+    };
+    match admit(&mut ring.borrow_mut(), &chunk, &ends, false, Some(gate)).unwrap() {
+        Admission::Spill(plan) => plan,
+        Admission::InRing => panic!("the second event of `hot` is over its limit"),
+    }
+}
+
+#[test]
+fn after_a_spill_shutdown_is_rechecked_and_the_spilled_part_orphaned() {
+    let ring = shard_ring(10);
+    let plan = hot_key_plan(&ring);
+    ring.close();
+    let overflow = FakeOverflow::answering(Ok(()));
+    let refused = block_on(spill(plan, 0, &overflow, &ring)).unwrap_err();
+    assert_eq!(refused, UnavailableCause::ShuttingDown);
+    assert_eq!(overflow.orphaned.get(), 1, "the hot event the broker took");
+    assert!(ring.is_empty());
+}
+
+#[test]
+fn after_a_spill_a_ring_filled_meanwhile_spills_the_rest_too() {
+    let ring = shard_ring(3);
+    let plan = hot_key_plan(&ring);
+    // Other requests fill the ring while the hot events are being acknowledged.
+    ring.borrow_mut()
+        .push_all(&Bytes::from_static(b"xyz"), &[1, 2, 3])
+        .unwrap();
+    let overflow = FakeOverflow::answering(Ok(()));
+    let spilled = block_on(spill(plan, 0, &overflow, &ring)).unwrap();
+    assert_eq!((spilled.events, spilled.hot_key_events), (3, 1));
+    assert_eq!(overflow.sent.get(), 3);
+}
+
+fn edge(shards: usize, overflow: bool) -> (EdgeState, Vec<ShardRing>, Vec<Arc<WriterStats>>) {
+    let rings: Vec<ShardRing> = (0..shards).map(|_| shard_ring(10)).collect();
+    let writers: Vec<Arc<WriterStats>> = (0..shards).map(|_| Arc::default()).collect();
+    let state = EdgeState {
+        shutdown: Arc::new(Shutdown::default()),
+        shards: rings.iter().map(|r| r.load()).zip(writers.clone()).collect(),
+        overflow: overflow.then(|| Arc::new(OverflowStats::default())),
+    };
+    (state, rings, writers)
+}
+
+#[test]
+fn ready_until_a_ring_passes_its_mark_or_a_sink_fails() {
+    let (state, rings, writers) = edge(2, false);
+    assert!(state.readiness().is_ready());
+    assert_eq!(state.drain_pressure(), None);
+    rings[1]
+        .borrow_mut()
+        .push_all(&Bytes::from_static(b"12345678"), &[1, 2, 3, 4, 5, 6, 7, 8])
+        .unwrap();
+    let readiness = state.readiness();
+    assert_eq!(
+        readiness.reasons,
+        ["shard 1: ring above its high-water mark"]
+    );
+    writers[0].health.set_failing(true);
+    assert_eq!(state.readiness().reasons.len(), 2);
+    assert_eq!(
+        state.drain_pressure().as_deref(),
+        Some("shard 0: sink writes failing")
+    );
+    state.shutdown.request();
+    assert_eq!(state.readiness().reasons[0], "shutting down");
+}
+
+#[test]
+fn with_the_overflow_pressure_only_degrades() {
+    let (state, _rings, writers) = edge(1, true);
+    writers[0].health.set_failing(true);
+    let readiness = state.readiness();
+    assert!(readiness.is_ready());
+    assert_eq!(readiness.degraded, ["shard 0: sink writes failing"]);
+    let overflow = state.overflow.as_ref().unwrap();
+    overflow.failed(SpillFailure::QueueFull);
+    assert!(!state.readiness().is_ready(), "a refused spill is unready");
+}

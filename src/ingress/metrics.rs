@@ -1,0 +1,285 @@
+//! What the HTTP stage counts: requests by route and status, refusals by reason, events by
+//! outcome, connections.
+//!
+//! Each shard writes only its own block of relaxed atomics, padded to a cache line so that
+//! shards never contend; `/metrics`, served by whichever shard took the connection, reads
+//! every block. Counters are per event where events are countable, so that the outcome
+//! counters add up: every event the server parsed is counted once, as accepted or as
+//! rejected for one reason, and `accepted = flushed + in ring`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+use crate::admission::UnavailableCause;
+use crate::observe::{self, Collector, DescriptorEncoder};
+
+/// The routes requests are counted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Events,
+    Health,
+    Ready,
+    Metrics,
+    Other,
+}
+
+impl Route {
+    const ALL: [Route; 5] = [
+        Route::Events,
+        Route::Health,
+        Route::Ready,
+        Route::Metrics,
+        Route::Other,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Route::Events => "/v1/events",
+            Route::Health => "/health",
+            Route::Ready => "/ready",
+            Route::Metrics => "/metrics",
+            Route::Other => "other",
+        }
+    }
+}
+
+/// The statuses tidegate answers with.
+const STATUSES: [u16; 9] = [200, 202, 400, 404, 405, 413, 415, 500, 503];
+
+fn status_index(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .unwrap_or(STATUSES.len() - 2)
+}
+
+/// Why a request was refused with a 4xx.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestRejection {
+    MalformedJson,
+    Empty,
+    NotAnEvent,
+    InvalidEvents,
+    TooManyEvents,
+    BodyTooLarge,
+    DecompressedTooLarge,
+    BadEncoding,
+    UnsupportedMediaType,
+    /// The request's head broke HTTP's rules (Host, duplicated framing headers).
+    BadRequest,
+    /// The request target was longer than `server.max_uri_bytes`.
+    UriTooLong,
+    /// The body did not arrive within `server.body_read_timeout_ms` and its extensions.
+    BodyTimeout,
+}
+
+impl RequestRejection {
+    const ALL: [RequestRejection; 12] = [
+        RequestRejection::MalformedJson,
+        RequestRejection::Empty,
+        RequestRejection::NotAnEvent,
+        RequestRejection::InvalidEvents,
+        RequestRejection::TooManyEvents,
+        RequestRejection::BodyTooLarge,
+        RequestRejection::DecompressedTooLarge,
+        RequestRejection::BadEncoding,
+        RequestRejection::UnsupportedMediaType,
+        RequestRejection::BadRequest,
+        RequestRejection::UriTooLong,
+        RequestRejection::BodyTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestRejection::MalformedJson => "malformed_json",
+            RequestRejection::Empty => "empty",
+            RequestRejection::NotAnEvent => "not_an_event",
+            RequestRejection::InvalidEvents => "invalid_events",
+            RequestRejection::TooManyEvents => "too_many_events",
+            RequestRejection::BodyTooLarge => "body_too_large",
+            RequestRejection::DecompressedTooLarge => "decompressed_too_large",
+            RequestRejection::BadEncoding => "bad_encoding",
+            RequestRejection::UnsupportedMediaType => "unsupported_media_type",
+            RequestRejection::BadRequest => "bad_request",
+            RequestRejection::UriTooLong => "uri_too_long",
+            RequestRejection::BodyTimeout => "body_timeout",
+        }
+    }
+}
+
+/// Why a parsed, countable event was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventRejection {
+    /// The event broke a rule.
+    Invalid,
+    /// The event was fine but another event of its request was not (all or nothing).
+    WithInvalidRequest,
+    /// The request was answered 503.
+    Unavailable,
+}
+
+impl EventRejection {
+    const ALL: [EventRejection; 3] = [
+        EventRejection::Invalid,
+        EventRejection::WithInvalidRequest,
+        EventRejection::Unavailable,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            EventRejection::Invalid => "invalid",
+            EventRejection::WithInvalidRequest => "with_invalid_request",
+            EventRejection::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// One shard's counters; written only by that shard.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
+    requests_rejected: [AtomicU64; RequestRejection::ALL.len()],
+    unavailable: [AtomicU64; UnavailableCause::ALL.len()],
+    pub events_accepted: AtomicU64,
+    events_rejected: [AtomicU64; EventRejection::ALL.len()],
+    pub connections_open: AtomicU64,
+    pub connections_accepted: AtomicU64,
+}
+
+impl ShardMetrics {
+    pub fn request(&self, route: Route, status: u16) {
+        let route = Route::ALL.iter().position(|&r| r == route).unwrap();
+        self.requests[route][status_index(status)].fetch_add(1, Relaxed);
+    }
+
+    pub fn request_rejected(&self, why: RequestRejection) {
+        let i = RequestRejection::ALL
+            .iter()
+            .position(|&r| r == why)
+            .unwrap();
+        self.requests_rejected[i].fetch_add(1, Relaxed);
+    }
+
+    pub fn unavailable(&self, cause: UnavailableCause) {
+        self.unavailable[cause.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn events_rejected(&self, why: EventRejection, count: usize) {
+        let i = EventRejection::ALL.iter().position(|&r| r == why).unwrap();
+        self.events_rejected[i].fetch_add(count as u64, Relaxed);
+    }
+}
+
+/// Every shard's HTTP counters.
+#[derive(Debug)]
+pub struct IngressMetrics {
+    shards: Box<[CachePadded<ShardMetrics>]>,
+}
+
+impl IngressMetrics {
+    pub fn new(shards: usize) -> Self {
+        IngressMetrics {
+            shards: (0..shards)
+                .map(|_| CachePadded::new(ShardMetrics::default()))
+                .collect(),
+        }
+    }
+
+    pub fn shard(&self, shard: usize) -> &ShardMetrics {
+        &self.shards[shard]
+    }
+
+    fn shards(&self) -> impl Iterator<Item = (usize, &ShardMetrics)> {
+        self.shards.iter().map(|s| &**s).enumerate()
+    }
+
+    /// Events answered 202, across shards.
+    pub fn events_accepted(&self) -> u64 {
+        self.shards()
+            .map(|(_, s)| s.events_accepted.load(Relaxed))
+            .sum()
+    }
+}
+
+fn shard_label(id: usize) -> observe::Labels {
+    vec![("shard", id.to_string())]
+}
+
+impl Collector for IngressMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut requests = Vec::new();
+        for (id, s) in self.shards() {
+            for (r, route) in Route::ALL.iter().enumerate() {
+                for (i, status) in STATUSES.iter().enumerate() {
+                    let n = s.requests[r][i].load(Relaxed);
+                    if n > 0 {
+                        let mut labels = shard_label(id);
+                        labels.push(("route", route.as_str().to_owned()));
+                        labels.push(("status", status.to_string()));
+                        requests.push((labels, n));
+                    }
+                }
+            }
+        }
+        observe::counter(
+            &mut encoder,
+            "tidegate_http_requests",
+            "HTTP requests answered, by route and status.",
+            requests,
+        )?;
+        let by_reason = |label: &'static str, names: &[&'static str], values: &dyn Fn(&ShardMetrics, usize) -> u64| {
+            let mut samples = Vec::new();
+            for (id, s) in self.shards() {
+                for (i, name) in names.iter().enumerate() {
+                    let mut labels = shard_label(id);
+                    labels.push((label, (*name).to_owned()));
+                    samples.push((labels, values(s, i)));
+                }
+            }
+            samples
+        };
+        let rejections: Vec<&str> = RequestRejection::ALL.iter().map(|r| r.as_str()).collect();
+        observe::counter(
+            &mut encoder,
+            "tidegate_requests_rejected",
+            "Requests refused with a 4xx, by reason.",
+            by_reason("reason", &rejections, &|s, i| s.requests_rejected[i].load(Relaxed)),
+        )?;
+        let causes: Vec<&str> = UnavailableCause::ALL.iter().map(|c| c.as_str()).collect();
+        observe::counter(
+            &mut encoder,
+            "tidegate_unavailable",
+            "Requests refused with 503, by cause.",
+            by_reason("cause", &causes, &|s, i| s.unavailable[i].load(Relaxed)),
+        )?;
+        observe::counter(
+            &mut encoder,
+            "tidegate_events_accepted",
+            "Events answered 202: each is flushed or still in a ring.",
+            self.shards()
+                .map(|(id, s)| (shard_label(id), s.events_accepted.load(Relaxed))),
+        )?;
+        let outcomes: Vec<&str> = EventRejection::ALL.iter().map(|r| r.as_str()).collect();
+        observe::counter(
+            &mut encoder,
+            "tidegate_events_rejected",
+            "Parsed events not accepted, by reason (each counted once).",
+            by_reason("reason", &outcomes, &|s, i| s.events_rejected[i].load(Relaxed)),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_connections_open",
+            "Open HTTP connections.",
+            self.shards()
+                .map(|(id, s)| (shard_label(id), s.connections_open.load(Relaxed) as i64)),
+        )?;
+        observe::counter(
+            &mut encoder,
+            "tidegate_connections_accepted",
+            "Accepted TCP connections.",
+            self.shards()
+                .map(|(id, s)| (shard_label(id), s.connections_accepted.load(Relaxed))),
+        )
+    }
+}
