@@ -37,13 +37,13 @@
 pub mod app;
 
 // The stages, in data-flow order.
-pub mod ingress;
-pub mod event;
 pub mod admission;
+pub mod event;
+pub mod ingress;
 pub mod overflow;
 pub mod ring;
-pub mod writer;
 pub mod sink;
+pub mod writer;
 
 // Shared by the stages.
 pub mod encoded;

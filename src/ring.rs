@@ -378,9 +378,16 @@ mod tests {
 
     #[test]
     fn the_published_load_follows_pushes_and_consumes() {
-        let mut r = Ring::with_high_water(RingCapacity { events: 10, bytes: 100 }, 50);
+        let mut r = Ring::with_high_water(
+            RingCapacity {
+                events: 10,
+                bytes: 100,
+            },
+            50,
+        );
         let load = r.load();
-        r.push_all(&Bytes::from_static(b"aabbcc"), &[2, 4, 6]).unwrap();
+        r.push_all(&Bytes::from_static(b"aabbcc"), &[2, 4, 6])
+            .unwrap();
         assert_eq!(load.events(), 3);
         assert!(!load.above_high_water());
         r.push_events(&[Bytes::from_static(b"dd"), Bytes::from_static(b"ee")])

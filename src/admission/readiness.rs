@@ -71,15 +71,18 @@ impl EdgeState {
     }
 
     fn shard_pressure(&self) -> impl Iterator<Item = String> + '_ {
-        self.shards.iter().enumerate().flat_map(|(id, (ring, sink))| {
-            let high = ring
-                .above_high_water()
-                .then(|| format!("shard {id}: ring above its high-water mark"));
-            let failing = sink
-                .health
-                .is_failing()
-                .then(|| format!("shard {id}: sink writes failing"));
-            high.into_iter().chain(failing)
-        })
+        self.shards
+            .iter()
+            .enumerate()
+            .flat_map(|(id, (ring, sink))| {
+                let high = ring
+                    .above_high_water()
+                    .then(|| format!("shard {id}: ring above its high-water mark"));
+                let failing = sink
+                    .health
+                    .is_failing()
+                    .then(|| format!("shard {id}: sink writes failing"));
+                high.into_iter().chain(failing)
+            })
     }
 }

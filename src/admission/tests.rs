@@ -127,7 +127,10 @@ fn a_full_ring_with_overflow_spills_the_whole_request() {
 fn a_refused_spill_is_503_overflow_saturated_or_unavailable() {
     for (failure, cause) in [
         (SpillFailure::QueueFull, UnavailableCause::OverflowSaturated),
-        (SpillFailure::Deadline, UnavailableCause::OverflowUnavailable),
+        (
+            SpillFailure::Deadline,
+            UnavailableCause::OverflowUnavailable,
+        ),
         (SpillFailure::Broker, UnavailableCause::OverflowUnavailable),
     ] {
         let ring = shard_ring(1);
@@ -199,7 +202,11 @@ fn edge(shards: usize, overflow: bool) -> (EdgeState, Vec<ShardRing>, Vec<Arc<Wr
     let writers: Vec<Arc<WriterStats>> = (0..shards).map(|_| Arc::default()).collect();
     let state = EdgeState {
         shutdown: Arc::new(Shutdown::default()),
-        shards: rings.iter().map(|r| r.load()).zip(writers.clone()).collect(),
+        shards: rings
+            .iter()
+            .map(|r| r.load())
+            .zip(writers.clone())
+            .collect(),
         overflow: overflow.then(|| Arc::new(OverflowStats::default())),
     };
     (state, rings, writers)

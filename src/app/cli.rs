@@ -240,9 +240,12 @@ fn schema_apply(config: &Config) -> anyhow::Result<()> {
 
 fn spool_replay(config: &Config, dir: &Path) -> anyhow::Result<()> {
     init_logging(config);
-    let summary = super::replay::replay(config.sink_settings(), config.batch.max_events, dir, |line| {
-        eprintln!("tidegate spool replay: {line}")
-    })
+    let summary = super::replay::replay(
+        config.sink_settings(),
+        config.batch.max_events,
+        dir,
+        |line| eprintln!("tidegate spool replay: {line}"),
+    )
     .with_context(|| format!("cannot replay {}", dir.display()))?;
     eprintln!(
         "tidegate spool replay: {} events from {} segments written; {} damaged records skipped",
@@ -259,8 +262,8 @@ fn drain(config: Config) -> anyhow::Result<()> {
     if !config.overflow_enabled() {
         anyhow::bail!("nothing to drain: kafka.brokers is empty");
     }
-    let sinks = crate::sink::SinkFactory::start(config.sink_settings())
-        .context("cannot start the sink")?;
+    let sinks =
+        crate::sink::SinkFactory::start(config.sink_settings()).context("cannot start the sink")?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,

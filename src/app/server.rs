@@ -51,7 +51,12 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
     let ingress_metrics = Arc::new(IngressMetrics::new(shards));
     registry.register_collector(Box::new(ingress_metrics.clone()));
     let ring_loads: Vec<Arc<RingLoad>> = (0..shards)
-        .map(|_| Arc::new(RingLoad::new(config.ring_capacity(), config.ring.high_water_percent)))
+        .map(|_| {
+            Arc::new(RingLoad::new(
+                config.ring_capacity(),
+                config.ring.high_water_percent,
+            ))
+        })
         .collect();
     registry.register_collector(Box::new(RingsCollector(ring_loads.clone())));
     let writers: Vec<Arc<WriterStats>> = (0..shards).map(|_| Arc::default()).collect();
@@ -69,7 +74,11 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
     let shutdown = Arc::new(Shutdown::default());
     let edge = Arc::new(EdgeState {
         shutdown: shutdown.clone(),
-        shards: ring_loads.iter().cloned().zip(writers.iter().cloned()).collect(),
+        shards: ring_loads
+            .iter()
+            .cloned()
+            .zip(writers.iter().cloned())
+            .collect(),
         overflow: spill.as_ref().map(|spill| spill.stats.clone()),
     });
     let registry = Arc::new(registry);

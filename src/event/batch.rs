@@ -10,9 +10,9 @@
 
 use simd_json::{tape::Tape, Buffers};
 
-use crate::encoded::EncodeBuf;
 use super::json_text::PayloadScratch;
 use super::validate::{skip_value, validate_event, EventLimits, FieldError, ValidateContext};
+use crate::encoded::EncodeBuf;
 
 /// How the body frames its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

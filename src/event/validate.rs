@@ -8,9 +8,9 @@
 use simd_json::{tape::Node, StaticNode};
 use uuid::Uuid;
 
-use crate::encoded::{encode_into, EncodeBuf, EventFields};
 use super::json_text::{self, PayloadError, PayloadScratch};
 use super::timestamp::parse_rfc3339_millis;
+use crate::encoded::{encode_into, EncodeBuf, EventFields};
 
 /// Limits on a single event.
 #[derive(Debug, Clone, Copy)]

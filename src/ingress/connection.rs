@@ -36,8 +36,8 @@ use hyper::service::service_fn;
 
 use super::handler::{self, IngressContext};
 use super::io::{poll_discard, Activity, HyperStream, StreamReturn};
-use super::response;
 use super::metrics::Route;
+use super::response;
 use crate::admission::UnavailableCause;
 
 #[derive(Debug, Clone, Copy)]

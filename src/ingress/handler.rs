@@ -19,8 +19,8 @@ use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Version};
 
 use super::body::{self, BodyBudget, BodyCharge, BodyError, BodyTimeout, ContentEncoding};
-use super::response::{self, Reply};
 use super::metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
+use super::response::{self, Reply};
 use crate::admission::{self, Admission, EdgeState, OverflowGate, SpillPlan, UnavailableCause};
 use crate::event::{BatchError, BatchParser, BodyFormat, EncodedBatch};
 use crate::observe::{self, Registry};
@@ -120,8 +120,7 @@ impl IngressContext {
 /// Answers one request and counts it.
 pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     if let Some(reply) = check_head(ctx, &req) {
-        ctx.metrics()
-            .request(Route::Other, reply.status().as_u16());
+        ctx.metrics().request(Route::Other, reply.status().as_u16());
         return reply;
     }
     let (route, reply) = match req.uri().path() {
@@ -152,9 +151,20 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
         "/metrics" => (
             Route::Metrics,
             if is_get(req.method()) {
+                // Prometheus asks for OpenMetrics; anything else gets the same text under
+                // the classic type, which Prometheus-format parsers read as well.
+                let openmetrics = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains("application/openmetrics-text"));
                 response::text(
                     StatusCode::OK,
-                    observe::CONTENT_TYPE,
+                    if openmetrics {
+                        observe::CONTENT_TYPE
+                    } else {
+                        "text/plain; version=0.0.4; charset=utf-8"
+                    },
                     observe::render(&ctx.shared.registry),
                 )
             } else {
@@ -166,8 +176,7 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
             response::error(StatusCode::NOT_FOUND, "not_found", "no such route", ""),
         ),
     };
-    ctx.metrics()
-        .request(route, reply.status().as_u16());
+    ctx.metrics().request(route, reply.status().as_u16());
     reply
 }
 

@@ -228,7 +228,9 @@ impl Collector for IngressMetrics {
             "HTTP requests answered, by route and status.",
             requests,
         )?;
-        let by_reason = |label: &'static str, names: &[&'static str], values: &dyn Fn(&ShardMetrics, usize) -> u64| {
+        let by_reason = |label: &'static str,
+                         names: &[&'static str],
+                         values: &dyn Fn(&ShardMetrics, usize) -> u64| {
             let mut samples = Vec::new();
             for (id, s) in self.shards() {
                 for (i, name) in names.iter().enumerate() {
@@ -244,7 +246,9 @@ impl Collector for IngressMetrics {
             &mut encoder,
             "tidegate_requests_rejected",
             "Requests refused with a 4xx, by reason.",
-            by_reason("reason", &rejections, &|s, i| s.requests_rejected[i].load(Relaxed)),
+            by_reason("reason", &rejections, &|s, i| {
+                s.requests_rejected[i].load(Relaxed)
+            }),
         )?;
         let causes: Vec<&str> = UnavailableCause::ALL.iter().map(|c| c.as_str()).collect();
         observe::counter(
@@ -265,7 +269,9 @@ impl Collector for IngressMetrics {
             &mut encoder,
             "tidegate_events_rejected",
             "Parsed events not accepted, by reason (each counted once).",
-            by_reason("reason", &outcomes, &|s, i| s.events_rejected[i].load(Relaxed)),
+            by_reason("reason", &outcomes, &|s, i| {
+                s.events_rejected[i].load(Relaxed)
+            }),
         )?;
         observe::gauge(
             &mut encoder,

@@ -22,7 +22,7 @@ use futures_lite::future;
 use glommio::net::TcpListener;
 
 pub use body::BodyTimeout;
-pub use connection::{Lingering, Timeouts};
+pub use connection::{serve as serve_connection, ConnectionLimits, Lingering, Timeouts};
 pub use handler::{HttpLimits, IngressContext, Shared};
 pub use metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
 

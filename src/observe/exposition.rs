@@ -49,12 +49,9 @@ pub fn histogram<'h>(
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for (labels, histogram) in samples {
         let (buckets, count, sum) = histogram.snapshot(scale);
-        family.encode_family(&labels)?.encode_histogram::<NoLabelSet>(
-            sum,
-            count,
-            &buckets,
-            None,
-        )?;
+        family
+            .encode_family(&labels)?
+            .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
     }
     Ok(())
 }

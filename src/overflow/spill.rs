@@ -26,8 +26,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use thiserror::Error;
 
-use super::stats::{OverflowStats, SpillFailure};
 use super::settings::KafkaSettings;
+use super::stats::{OverflowStats, SpillFailure};
 use crate::encoded::EventView;
 
 #[derive(Debug, Error)]

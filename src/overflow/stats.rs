@@ -185,7 +185,12 @@ impl Collector for OverflowStats {
             ),
         ];
         for (name, help, value) in counters {
-            observe::counter(&mut encoder, name, help, [(Vec::new(), value.load(Relaxed))])?;
+            observe::counter(
+                &mut encoder,
+                name,
+                help,
+                [(Vec::new(), value.load(Relaxed))],
+            )?;
         }
         observe::counter(
             &mut encoder,

@@ -105,7 +105,9 @@ impl SinkFactory {
                     SinkRole::Replay => (dead_letter_dir(data_dir), 0),
                 };
                 let segments = self.settings.spool.segments(shard_dir(&dir, shard));
-                AnySink::Scylla(Box::new(ScyllaSink::open(shard, dispatcher, segments).await?))
+                AnySink::Scylla(Box::new(
+                    ScyllaSink::open(shard, dispatcher, segments).await?,
+                ))
             }
         };
         #[cfg(feature = "test-hooks")]

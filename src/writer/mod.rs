@@ -115,7 +115,8 @@ pub async fn run<B: BatchSource, S: Sink, F: Fallback>(
 
         let bytes = buffer.peek_batch(&policy, &mut batch);
         let started = Instant::now();
-        let stored = write_until_stored(shard, &mut sink, &batch, &stats, &*buffer, &fallback).await;
+        let stored =
+            write_until_stored(shard, &mut sink, &batch, &stats, &*buffer, &fallback).await;
         buffer.consume(batch.len());
         if stored == Stored::InSink {
             stats.flushed(batch.len(), bytes, started.elapsed());

@@ -104,27 +104,33 @@ mod tests {
                     stored: Vec::new(),
                 };
                 let mut seen = 0;
-                let stored = store_with_retries(&mut sink, &batch, quick(), async |_: &SinkError| {
-                    seen += 1;
-                    Retry::After
-                })
-                .await;
+                let stored =
+                    store_with_retries(&mut sink, &batch, quick(), async |_: &SinkError| {
+                        seen += 1;
+                        Retry::After
+                    })
+                    .await;
                 assert!(stored.is_ok());
                 assert_eq!((seen, sink.stored.len()), (3, 1));
 
                 sink.failures = 5;
                 let mut seen = 0;
-                let stopped = store_with_retries(&mut sink, &batch, quick(), async |_: &SinkError| {
-                    seen += 1;
-                    if seen == 2 {
-                        Retry::Stop
-                    } else {
-                        Retry::After
-                    }
-                })
-                .await;
+                let stopped =
+                    store_with_retries(&mut sink, &batch, quick(), async |_: &SinkError| {
+                        seen += 1;
+                        if seen == 2 {
+                            Retry::Stop
+                        } else {
+                            Retry::After
+                        }
+                    })
+                    .await;
                 assert!(stopped.is_err());
-                assert_eq!((seen, sink.stored.len()), (2, 1), "nothing stored after a stop");
+                assert_eq!(
+                    (seen, sink.stored.len()),
+                    (2, 1),
+                    "nothing stored after a stop"
+                );
             })
             .unwrap()
             .join()

@@ -216,7 +216,12 @@ impl Collector for DispatchStats {
             ),
         ];
         for (name, help, value) in counters {
-            observe::counter(&mut encoder, name, help, [(Vec::new(), value.load(Relaxed))])?;
+            observe::counter(
+                &mut encoder,
+                name,
+                help,
+                [(Vec::new(), value.load(Relaxed))],
+            )?;
         }
         observe::counter(
             &mut encoder,

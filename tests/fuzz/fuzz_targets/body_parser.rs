@@ -4,7 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidegate::event::{BatchLimits, BatchParser, BodyFormat, EncodedBatch, EventView};
+use tidegate::encoded::EventView;
+use tidegate::event::{BatchLimits, BatchParser, BodyFormat, EncodedBatch};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {

@@ -15,17 +15,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tidegate::config::Config;
+use tidegate::admission::EdgeState;
+use tidegate::app::config::Config;
 use tidegate::event::BatchParser;
-use tidegate::ingress::connection::{self, ConnectionLimits};
-use tidegate::ingress::IngressContext;
-use tidegate::observe::metrics::Metrics;
-use tidegate::ring::ShardRing;
+use tidegate::ingress::{self, ConnectionLimits, IngressContext, IngressMetrics, Shared};
+use tidegate::observe::Registry;
+use tidegate::ring::{RingLoad, ShardRing};
 use tidegate::shutdown::Shutdown;
 
 struct Shard {
     executor: glommio::LocalExecutor,
     ctx: Rc<IngressContext>,
+    ring: Rc<ShardRing>,
     limits: ConnectionLimits,
 }
 
@@ -42,19 +43,29 @@ fn shard() -> Shard {
     config.ring.capacity_events = 100;
     config.ring.capacity_bytes = 64 * 1024;
     let policy = config.connection_policy();
-    let ring = Rc::new(ShardRing::new(config.ring_capacity(), 100, 64 * 1024));
+    let load = Arc::new(RingLoad::new(config.ring_capacity(), 100));
+    let ring = Rc::new(ShardRing::new(load.clone(), config.batch_policy()));
+    let shared = Shared {
+        metrics: Arc::new(IngressMetrics::new(1)),
+        registry: Arc::new(Registry::default()),
+        edge: Arc::new(EdgeState {
+            shutdown: Arc::new(Shutdown::default()),
+            shards: vec![(load, Arc::default())],
+            overflow: None,
+        }),
+    };
     let ctx = Rc::new(IngressContext::new(
         0,
         config.http_limits(),
         BatchParser::new(config.batch_limits()),
-        ring,
-        Arc::new(Metrics::new(1)),
-        Arc::new(Shutdown::default()),
+        ring.clone(),
+        shared,
         None,
     ));
     Shard {
         executor: glommio::LocalExecutorBuilder::default().make().unwrap(),
         ctx,
+        ring,
         limits: ConnectionLimits {
             timeouts: policy.timeouts,
             max_header_bytes: policy.max_header_bytes,
@@ -89,11 +100,11 @@ fuzz_target!(|data: &[u8]| {
         shard.executor.run(async move {
             // SAFETY: the descriptor is a connected stream socket owned by nobody else.
             let stream = unsafe { glommio::net::TcpStream::from_raw_fd(server.into_raw_fd()) };
-            connection::serve(ctx, stream, limits, false).await;
+            ingress::serve_connection(ctx, stream, limits, Ok(())).await;
         });
         let answers = reader.join().unwrap();
         let accepted = check_answers(&answers);
-        let mut ring = shard.ctx.ring.ring.borrow_mut();
+        let mut ring = shard.ring.borrow_mut();
         assert_eq!(
             ring.len(),
             accepted,
