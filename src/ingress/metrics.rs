@@ -289,3 +289,45 @@ impl Collector for IngressMetrics {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::observe::Registry;
+    use crate::writer::{WriterStats, WritersCollector};
+
+    /// prometheus-client writes `le` before a family's own labels, and names a counter
+    /// family without its `_total` suffix in `# TYPE` (OpenMetrics); samples keep it.
+    #[test]
+    fn renders_counters_and_a_cumulative_histogram() {
+        let m = Arc::new(IngressMetrics::new(2));
+        m.shard(1).request(Route::Events, 202);
+        m.shard(1).events_accepted.fetch_add(5, Relaxed);
+        m.shard(0).unavailable(UnavailableCause::RingFull);
+        let writers: Vec<Arc<WriterStats>> = (0..2).map(|_| Arc::default()).collect();
+        writers[0].flushed(1, 10, Duration::from_micros(300));
+        writers[0].flushed(1, 10, Duration::from_secs(10));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(m.clone()));
+        registry.register_collector(Box::new(WritersCollector(writers)));
+        let text = observe::render(&registry);
+        assert!(text.contains(
+            "tidegate_http_requests_total{shard=\"1\",route=\"/v1/events\",status=\"202\"} 1"
+        ));
+        assert!(text.contains("tidegate_events_accepted_total{shard=\"1\"} 5"));
+        assert!(text.contains("tidegate_unavailable_total{shard=\"0\",cause=\"ring_full\"} 1"));
+        assert!(
+            text.contains("tidegate_sink_flush_seconds_bucket{le=\"0.00025\",shard=\"0\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("tidegate_sink_flush_seconds_bucket{le=\"0.0005\",shard=\"0\"} 1"));
+        assert!(text.contains("tidegate_sink_flush_seconds_bucket{le=\"+Inf\",shard=\"0\"} 2"));
+        assert!(
+            text.contains("# TYPE tidegate_sink_events counter"),
+            "{text}"
+        );
+    }
+}

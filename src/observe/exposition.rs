@@ -1,5 +1,7 @@
 //! Encoding stage-owned values as metric families, one call per family.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
@@ -20,6 +22,17 @@ pub fn counter(
         family
             .encode_family(&labels)?
             .encode_counter::<NoLabelSet, _, u64>(&value, None)?;
+    }
+    Ok(())
+}
+
+/// One unlabelled counter family per `(name, help, value)`.
+pub fn unlabelled_counters(
+    encoder: &mut DescriptorEncoder,
+    counters: &[(&str, &str, &AtomicU64)],
+) -> std::fmt::Result {
+    for (name, help, value) in counters {
+        counter(encoder, name, help, [(Vec::new(), value.load(Relaxed))])?;
     }
     Ok(())
 }

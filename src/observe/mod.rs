@@ -9,7 +9,7 @@
 mod exposition;
 mod histogram;
 
-pub use exposition::{counter, gauge, histogram, render, Labels};
+pub use exposition::{counter, gauge, histogram, render, unlabelled_counters, Labels};
 pub use histogram::Histogram;
 pub use prometheus_client::collector::Collector;
 pub use prometheus_client::encoding::DescriptorEncoder;

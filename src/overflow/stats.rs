@@ -184,14 +184,7 @@ impl Collector for OverflowStats {
                 &self.drain_commit_errors,
             ),
         ];
-        for (name, help, value) in counters {
-            observe::counter(
-                &mut encoder,
-                name,
-                help,
-                [(Vec::new(), value.load(Relaxed))],
-            )?;
-        }
+        observe::unlabelled_counters(&mut encoder, &counters)?;
         observe::counter(
             &mut encoder,
             "tidegate_kafka_produce_errors",

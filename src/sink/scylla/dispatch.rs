@@ -215,14 +215,7 @@ impl Collector for DispatchStats {
                 &self.rejected_rows,
             ),
         ];
-        for (name, help, value) in counters {
-            observe::counter(
-                &mut encoder,
-                name,
-                help,
-                [(Vec::new(), value.load(Relaxed))],
-            )?;
-        }
+        observe::unlabelled_counters(&mut encoder, &counters)?;
         observe::counter(
             &mut encoder,
             "tidegate_scylla_errors",
