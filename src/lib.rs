@@ -36,14 +36,20 @@
 // The wiring layer.
 pub mod app;
 
-// The stages, in data-flow order.
-pub mod admission;
-pub mod event;
+// The stages, in data-flow order (kept apart so that rustfmt keeps the order).
 pub mod ingress;
+
+pub mod event;
+
+pub mod admission;
+
 pub mod overflow;
+
 pub mod ring;
-pub mod sink;
+
 pub mod writer;
+
+pub mod sink;
 
 // Shared by the stages.
 pub mod encoded;
