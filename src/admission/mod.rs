@@ -4,11 +4,10 @@
 //! otherwise nothing of it is kept and the client is told to retry. Each reason for
 //! refusing is an [`UnavailableCause`], so the metrics, the response body and the logs all
 //! name the same cause, and each is decided here: the connection limit
-//! ([`admit_connection`]), shutdown, a full ring, a failed spill and the re-check after a
-//! spill ([`admit`], [`spill`]). The one cause decided elsewhere is `body_memory`: the
-//! shard's body budget refuses a body as it is read (`ingress::body`), before any of it is
-//! parsed. [`readiness`] answers `/ready` and the drain's "should I hold off" from the state
-//! each stage publishes.
+//! ([`admit_connection`]), the memory of bodies being received ([`BodyBudget`], charged by
+//! the body reader before it allocates), shutdown, a full ring, a failed spill and the
+//! re-check after a spill ([`admit`], [`spill`]). [`EdgeState::readiness`] answers `/ready`
+//! and the drain's "should I hold off" from the state each stage publishes.
 //!
 //! Without the Kafka overflow the decision is simple: the whole request fits this shard's
 //! ring, or 503. With it, a request the ring cannot take (and any event of a user over the
@@ -18,6 +17,7 @@
 //! acknowledged it, putting the rest in the ring cannot fail in a way that leaves a
 //! refused request half-kept in the ring.
 
+mod body_memory;
 mod readiness;
 #[cfg(test)]
 mod tests;
@@ -30,6 +30,7 @@ use crate::encoded::user_id_bytes;
 use crate::overflow::{HotKeys, Spill, SpillFailure};
 use crate::ring::{Ring, RingFull, ShardRing};
 
+pub use body_memory::{BodyBudget, BodyCharge};
 pub use readiness::{EdgeState, Readiness};
 
 /// Why a request was refused with 503. Every 503 tidegate sends has exactly one of these.

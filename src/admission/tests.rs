@@ -103,6 +103,21 @@ fn the_connection_limit_refuses_the_connection_past_it() {
     );
 }
 
+#[test]
+fn bodies_past_the_shards_budget_are_503_body_memory() {
+    let budget = BodyBudget::new(1000);
+    let mut first = BodyCharge::new(budget.clone());
+    first.raise_to(600).unwrap();
+    let mut second = BodyCharge::new(budget.clone());
+    assert_eq!(second.raise_to(600), Err(UnavailableCause::BodyMemory));
+    second.raise_to(400).unwrap();
+    assert_eq!(budget.in_use(), 1000);
+    drop(first);
+    second.raise_to(900).unwrap();
+    drop(second);
+    assert_eq!(budget.in_use(), 0, "every charge is given back");
+}
+
 fn full_ring_plan(ring: &ShardRing) -> SpillPlan {
     let (chunk, ends) = request();
     let gate = OverflowGate { hot_keys: None };

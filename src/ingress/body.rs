@@ -6,21 +6,22 @@
 //! asked for more than one byte past the limit.
 //!
 //! Two more keep hostile clients from holding a shard's memory and connection slots:
-//! - the shard's [`BodyBudget`] bounds the memory of all bodies being received at once;
-//!   a body that does not fit is refused (503 `body_memory`) before a byte of it is read,
-//!   so a client can never make the shard wait for memory it does not have;
+//! - the shard's body budget (`crate::admission::BodyBudget`, which decides the 503
+//!   `body_memory`) bounds the memory of all bodies being received at once; a body that
+//!   does not fit is refused before a byte of it is read, so a client can never make the
+//!   shard wait for memory it does not have;
 //! - the [`BodyTimeout`] ends a body that does not keep arriving at a minimum rate (408).
 //!
 //! Decompression and parsing run without an await, one request at a time per shard, so
 //! their buffers are bounded by the per-request limits alone.
 
-use std::cell::Cell;
 use std::io::Read;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use crate::admission::{BodyCharge, UnavailableCause};
 
 /// How long a body may take: `initial`, plus one second for every `min_bytes_per_second`
 /// bytes received, so a slow but steady upload completes while a trickle does not.
@@ -38,81 +39,29 @@ impl BodyTimeout {
     }
 }
 
-/// One shard's memory for bodies being received; shared by its connections.
-#[derive(Debug)]
-pub struct BodyBudget {
-    available: Cell<usize>,
-    limit: usize,
-}
-
-impl BodyBudget {
-    pub fn new(limit: usize) -> Rc<Self> {
-        Rc::new(BodyBudget {
-            available: Cell::new(limit),
-            limit,
-        })
-    }
-
-    /// Bytes currently charged to bodies in flight.
-    pub fn in_use(&self) -> usize {
-        self.limit - self.available.get()
-    }
-
-    fn try_take(&self, bytes: usize) -> bool {
-        match self.available.get().checked_sub(bytes) {
-            Some(left) => {
-                self.available.set(left);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// The memory one body holds against its shard's [`BodyBudget`]; given back on drop.
-pub struct BodyCharge {
-    budget: Rc<BodyBudget>,
-    bytes: usize,
-}
-
-impl BodyCharge {
-    pub fn new(budget: Rc<BodyBudget>) -> Self {
-        BodyCharge { budget, bytes: 0 }
-    }
-
+/// Charges a body's buffers to its shard's budget (`crate::admission::BodyBudget`).
+trait ChargeBuffer {
     /// Charges the buffer's capacity: what the body really holds, whatever its length.
+    fn cover(&mut self, buf: &Vec<u8>) -> Result<(), BodyError>;
+    /// Makes room for `extra` more bytes in `buf` (growing by doubling, never past
+    /// `limit`), charging what that costs before allocating it.
+    fn grow(&mut self, buf: &mut Vec<u8>, extra: usize, limit: usize) -> Result<(), BodyError>;
+}
+
+impl ChargeBuffer for BodyCharge {
     fn cover(&mut self, buf: &Vec<u8>) -> Result<(), BodyError> {
-        let capacity = buf.capacity();
-        if capacity > self.bytes {
-            if !self.budget.try_take(capacity - self.bytes) {
-                return Err(BodyError::NoMemory);
-            }
-            self.bytes = capacity;
-        }
-        Ok(())
+        Ok(self.raise_to(buf.capacity())?)
     }
 
-    /// Makes room for `extra` more bytes in `buf` (growing by doubling, never past
-    /// `limit`) and charges what that costs.
     fn grow(&mut self, buf: &mut Vec<u8>, extra: usize, limit: usize) -> Result<(), BodyError> {
         let needed = buf.len() + extra;
         if needed > buf.capacity() {
             let target = needed.max((buf.capacity() * 2).min(limit));
             // Charge before allocating, so that a refused body never allocates.
-            if target > self.bytes && !self.budget.try_take(target - self.bytes) {
-                return Err(BodyError::NoMemory);
-            }
-            self.bytes = self.bytes.max(target);
+            self.raise_to(target)?;
             buf.reserve_exact(target - buf.len());
         }
         self.cover(buf)
-    }
-}
-
-impl Drop for BodyCharge {
-    fn drop(&mut self) {
-        let budget = &self.budget;
-        budget.available.set(budget.available.get() + self.bytes);
     }
 }
 
@@ -149,10 +98,17 @@ pub enum BodyError {
     },
     #[error("reading the request body failed: {0}")]
     Read(#[from] hyper::Error),
-    #[error("the shard's memory for request bodies is in use")]
-    NoMemory,
+    /// Admission refused the body's memory (`body_memory`).
+    #[error("{}", .0.message())]
+    Unavailable(UnavailableCause),
     #[error("the request body did not arrive in time")]
     TimedOut,
+}
+
+impl From<UnavailableCause> for BodyError {
+    fn from(cause: UnavailableCause) -> Self {
+        BodyError::Unavailable(cause)
+    }
 }
 
 /// Appends the whole body to `into`, charging its memory to `charge`. Fails as soon as
@@ -228,6 +184,7 @@ pub fn decompress(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::BodyBudget;
     use std::io::Write;
 
     fn gzip(data: &[u8]) -> Vec<u8> {
@@ -283,7 +240,7 @@ mod tests {
         let mut buf_b = Vec::new();
         assert!(matches!(
             b.grow(&mut buf_b, 600, 1000),
-            Err(BodyError::NoMemory)
+            Err(BodyError::Unavailable(UnavailableCause::BodyMemory))
         ));
         assert_eq!(buf_b.capacity(), 0, "a refused body allocates nothing");
         drop(a);

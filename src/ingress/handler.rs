@@ -18,10 +18,12 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Version};
 
-use super::body::{self, BodyBudget, BodyCharge, BodyError, BodyTimeout, ContentEncoding};
+use super::body::{self, BodyError, BodyTimeout, ContentEncoding};
 use super::metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
 use super::response::{self, Reply};
-use crate::admission::{self, Admission, EdgeState, OverflowGate, SpillPlan, UnavailableCause};
+use crate::admission::{
+    self, Admission, BodyBudget, BodyCharge, EdgeState, OverflowGate, SpillPlan, UnavailableCause,
+};
 use crate::event::{BatchError, BatchParser, BodyFormat, EncodedBatch};
 use crate::observe::{self, Registry};
 use crate::overflow::{HotKeys, ShardOverflow, Spill};
@@ -439,7 +441,7 @@ fn body_error(ctx: &IngressContext, err: BodyError) -> Reply {
                 &format!(",\"limit\":{limit}"),
             )),
         ),
-        BodyError::NoMemory => response::closing(unavailable(ctx, UnavailableCause::BodyMemory)),
+        BodyError::Unavailable(cause) => response::closing(unavailable(ctx, cause)),
         BodyError::TimedOut => reject(ctx, RequestRejection::BodyTimeout, response::body_timeout()),
         BodyError::DecompressedTooLarge { limit } => reject(
             ctx,
