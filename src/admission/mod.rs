@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::encoded::user_id_bytes;
-use crate::overflow::{HotKeys, Spill, SpillFailure};
+use crate::overflow::{HotKeys, OverflowProducer, SpillFailure};
 use crate::ring::{Ring, RingFull, ShardRing};
 
 pub use body_memory::{BodyBudget, BodyCharge};
@@ -136,13 +136,13 @@ impl SpillPlan {
 }
 
 /// The overflow, as a shard's admission sees it.
-pub struct OverflowGate<'a> {
+pub struct OverflowAvailable<'a> {
     pub hot_keys: Option<&'a mut HotKeys>,
 }
 
 /// Where a spill goes: the Kafka overflow, or a fake in tests.
 #[allow(async_fn_in_trait)] // shard-local: futures never cross threads
-pub trait SpillTarget {
+pub trait OverflowTopic {
     /// Sends every event and waits for every acknowledgement; `Ok` with the time taken, or
     /// why not.
     async fn send(&self, shard: usize, events: &[Bytes]) -> Result<Duration, SpillFailure>;
@@ -150,9 +150,9 @@ pub trait SpillTarget {
     fn orphaned(&self, events: usize);
 }
 
-impl SpillTarget for Spill {
+impl OverflowTopic for OverflowProducer {
     async fn send(&self, shard: usize, events: &[Bytes]) -> Result<Duration, SpillFailure> {
-        Spill::send(self, shard, events).await
+        OverflowProducer::send(self, shard, events).await
     }
 
     fn orphaned(&self, events: usize) {
@@ -177,7 +177,7 @@ pub fn admit(
     chunk: &Bytes,
     ends: &[usize],
     shutting_down: bool,
-    overflow: Option<OverflowGate<'_>>,
+    overflow: Option<OverflowAvailable<'_>>,
 ) -> Result<Admission, UnavailableCause> {
     if shutting_down {
         return Err(UnavailableCause::ShuttingDown);
@@ -269,7 +269,7 @@ pub struct Spilled {
 pub async fn spill(
     plan: SpillPlan,
     shard: usize,
-    overflow: &impl SpillTarget,
+    overflow: &impl OverflowTopic,
     ring: &ShardRing,
 ) -> Result<Spilled, UnavailableCause> {
     let SpillPlan {

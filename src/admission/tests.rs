@@ -50,7 +50,7 @@ impl FakeOverflow {
     }
 }
 
-impl SpillTarget for FakeOverflow {
+impl OverflowTopic for FakeOverflow {
     async fn send(&self, _shard: usize, events: &[Bytes]) -> Result<Duration, SpillFailure> {
         self.answer?;
         self.sent.set(self.sent.get() + events.len());
@@ -120,7 +120,7 @@ fn bodies_past_the_shards_budget_are_503_body_memory() {
 
 fn full_ring_plan(ring: &ShardRing) -> SpillPlan {
     let (chunk, ends) = request();
-    let gate = OverflowGate { hot_keys: None };
+    let gate = OverflowAvailable { hot_keys: None };
     match admit(&mut ring.borrow_mut(), &chunk, &ends, false, Some(gate)).unwrap() {
         Admission::Spill(plan) => plan,
         Admission::InRing => panic!("a full ring with an overflow plans a spill"),
@@ -177,7 +177,7 @@ fn hot_key_plan(ring: &ShardRing) -> SpillPlan {
     }
     let chunk = Bytes::from(chunk);
     let mut hot_keys = HotKeys::new(1, 1);
-    let gate = OverflowGate {
+    let gate = OverflowAvailable {
         hot_keys: Some(&mut hot_keys),
     };
     match admit(&mut ring.borrow_mut(), &chunk, &ends, false, Some(gate)).unwrap() {

@@ -12,7 +12,7 @@ use super::shard::{self, ShardSetup};
 use crate::admission::EdgeState;
 use crate::ingress::{listener, IngressMetrics, Shared};
 use crate::observe::Registry;
-use crate::overflow::{self, OverflowStats, Spill};
+use crate::overflow::{self, OverflowProducer, OverflowStats};
 use crate::ring::{RingLoad, RingsCollector};
 use crate::shutdown::Shutdown;
 use crate::sink::{SinkFactory, SinkSettings};
@@ -64,10 +64,10 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
     if let Some(dispatcher) = sinks.dispatcher() {
         registry.register_collector(Box::new(dispatcher.stats.clone()));
     }
-    let spill = if config.overflow_enabled() {
-        let spill = start_overflow(&config)?;
-        registry.register_collector(Box::new(spill.stats.clone()));
-        Some(spill)
+    let producer = if config.overflow_enabled() {
+        let producer = start_overflow(&config)?;
+        registry.register_collector(Box::new(producer.stats.clone()));
+        Some(producer)
     } else {
         None
     };
@@ -79,18 +79,18 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
             .cloned()
             .zip(writers.iter().cloned())
             .collect(),
-        overflow: spill.as_ref().map(|spill| spill.stats.clone()),
+        overflow: producer.as_ref().map(|producer| producer.stats.clone()),
     });
     let registry = Arc::new(registry);
     watch_signals(shutdown.clone())?;
     let stop_drain = Arc::new(AtomicBool::new(false));
-    let drain = match &spill {
-        Some(spill) if config.kafka.drain => {
+    let drain = match &producer {
+        Some(producer) if config.kafka.drain => {
             let pressure = edge.clone();
             Some(overflow::spawn_drain(
                 config.kafka.clone(),
                 sinks.clone(),
-                spill.stats.clone(),
+                producer.stats.clone(),
                 Box::new(move || pressure.drain_pressure()),
                 stop_drain.clone(),
             )?)
@@ -124,7 +124,7 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
             ring_load: ring_loads[id].clone(),
             writer: writers[id].clone(),
             sinks: sinks.clone(),
-            spill: spill.clone(),
+            producer: producer.clone(),
             started: started_tx.clone(),
         };
         let mut builder =
@@ -185,9 +185,9 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
             Err(err) => tracing::error!(error = %err, "drain thread failed"),
         }
     }
-    if let Some(spill) = &spill {
+    if let Some(producer) = &producer {
         // Every 202 was acknowledged already; this only settles orphans of refused requests.
-        spill.flush(std::time::Duration::from_secs(5));
+        producer.flush(std::time::Duration::from_secs(5));
     }
     let accepted = ingress_metrics.events_accepted();
     let flushed: u64 = writers.iter().map(|w| w.events_flushed()).sum();
@@ -197,9 +197,9 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
 }
 
 /// Creates the overflow topic if needed and the shared producer. A broker that cannot be
-/// reached at start-up does not stop the server: requests that need the spill get 503
+/// reached at start-up does not stop the server: requests that need the producer get 503
 /// until it is back, as they would without an overflow.
-fn start_overflow(config: &Config) -> Result<Arc<Spill>, ServerError> {
+fn start_overflow(config: &Config) -> Result<Arc<OverflowProducer>, ServerError> {
     let kafka = &config.kafka;
     if kafka.create_topic {
         match overflow::ensure_topic(kafka) {
@@ -211,7 +211,7 @@ fn start_overflow(config: &Config) -> Result<Arc<Spill>, ServerError> {
         }
     }
     let stats = Arc::new(OverflowStats::default());
-    Ok(Arc::new(Spill::connect(kafka, stats)?))
+    Ok(Arc::new(OverflowProducer::connect(kafka, stats)?))
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one is logged and ignored, since

@@ -15,7 +15,7 @@ use socket2::Socket;
 use super::config::Config;
 use crate::event::BatchParser;
 use crate::ingress::{self, listener, IngressContext, Shared};
-use crate::overflow::{HotKeys, ShardOverflow, Spill};
+use crate::overflow::{HotKeys, OverflowProducer, ShardOverflow};
 use crate::ring::{RingLoad, ShardRing};
 use crate::sink::{AnySink, SinkError, SinkFactory, SinkRole};
 use crate::writer::{self, NoFallback, WriterStats};
@@ -31,7 +31,7 @@ pub struct ShardSetup {
     pub writer: Arc<WriterStats>,
     pub sinks: SinkFactory,
     /// The Kafka overflow's producer, shared by every shard, when configured.
-    pub spill: Option<Arc<Spill>>,
+    pub producer: Option<Arc<OverflowProducer>>,
     /// Told once the shard is serving, or why it could not start.
     pub started: std::sync::mpsc::Sender<Result<usize, String>>,
 }
@@ -46,7 +46,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         ring_load,
         writer: writer_stats,
         sinks,
-        spill,
+        producer,
         started,
     } = setup;
     let policy = config.batch_policy();
@@ -58,7 +58,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
             return Err(err);
         }
     };
-    let writer = spawn_writer(id, &ring, sink, &config, writer_stats, spill.clone());
+    let writer = spawn_writer(id, &ring, sink, &config, writer_stats, producer.clone());
 
     let listener = listener::adopt(socket);
     let ctx = Rc::new(IngressContext::new(
@@ -67,8 +67,8 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         BatchParser::new(config.batch_limits()),
         ring.clone(),
         shared,
-        spill.map(|spill| ShardOverflow {
-            spill,
+        producer.map(|producer| ShardOverflow {
+            producer,
             hot_keys: hot_keys(&config),
         }),
     ));
@@ -102,7 +102,7 @@ fn spawn_writer(
     sink: AnySink,
     config: &Config,
     stats: Arc<WriterStats>,
-    overflow: Option<Arc<Spill>>,
+    overflow: Option<Arc<OverflowProducer>>,
 ) -> glommio::Task<Result<(), SinkError>> {
     let (ring, policy) = (ring.clone(), config.batch_policy());
     let queue = glommio::executor().create_task_queue(
@@ -111,8 +111,8 @@ fn spawn_writer(
         "writer",
     );
     let spawned = match overflow {
-        Some(spill) => glommio::spawn_local_into(
-            writer::run(id, ring, sink, policy, stats, Some(spill)),
+        Some(producer) => glommio::spawn_local_into(
+            writer::run(id, ring, sink, policy, stats, Some(producer)),
             queue,
         ),
         None => glommio::spawn_local_into(

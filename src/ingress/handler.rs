@@ -22,11 +22,12 @@ use super::body::{self, BodyError, BodyTimeout, ContentEncoding};
 use super::metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
 use super::response::{self, Reply};
 use crate::admission::{
-    self, Admission, BodyBudget, BodyCharge, EdgeState, OverflowGate, SpillPlan, UnavailableCause,
+    self, Admission, BodyBudget, BodyCharge, EdgeState, OverflowAvailable, SpillPlan,
+    UnavailableCause,
 };
 use crate::event::{BatchError, BatchParser, BodyFormat, EncodedBatch};
 use crate::observe::{self, Registry};
-use crate::overflow::{HotKeys, ShardOverflow, Spill};
+use crate::overflow::{HotKeys, OverflowProducer, ShardOverflow};
 use crate::ring::ShardRing;
 use crate::writer::BatchSource as _;
 
@@ -65,7 +66,7 @@ pub struct IngressContext {
     ring: Rc<ShardRing>,
     pub(super) shared: Shared,
     /// The Kafka overflow, when configured, and this shard's hot-key buckets.
-    spill: Option<Arc<Spill>>,
+    producer: Option<Arc<OverflowProducer>>,
     hot_keys: RefCell<Option<HotKeys>>,
     parser: RefCell<BatchParser>,
     encode_buf: RefCell<BytesMut>,
@@ -83,8 +84,8 @@ impl IngressContext {
         shared: Shared,
         overflow: Option<ShardOverflow>,
     ) -> Self {
-        let (spill, hot_keys) = match overflow {
-            Some(o) => (Some(o.spill), o.hot_keys),
+        let (producer, hot_keys) = match overflow {
+            Some(o) => (Some(o.producer), o.hot_keys),
             None => (None, None),
         };
         IngressContext {
@@ -92,7 +93,7 @@ impl IngressContext {
             limits,
             ring,
             shared,
-            spill,
+            producer,
             hot_keys: RefCell::new(hot_keys),
             parser: RefCell::new(parser),
             encode_buf: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
@@ -501,7 +502,7 @@ fn parse_and_admit(
     let mut ring = ctx.ring.borrow_mut();
     let was_empty = ring.is_empty();
     let mut hot_keys = ctx.hot_keys.borrow_mut();
-    let overflow = ctx.spill.as_ref().map(|_| OverflowGate {
+    let overflow = ctx.producer.as_ref().map(|_| OverflowAvailable {
         hot_keys: hot_keys.as_mut(),
     });
     match admission::admit(
@@ -529,16 +530,16 @@ fn parse_and_admit(
 /// Spills what the ring could not take (or the hot-key limit sent away) and answers 202
 /// only once the broker has acknowledged it all.
 async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
-    let spill = ctx
-        .spill
+    let producer = ctx
+        .producer
         .as_ref()
         .expect("admission plans a spill only when the overflow is configured");
     let events = plan.events();
-    let result = admission::spill(plan, ctx.shard, &**spill, &ctx.ring).await;
+    let result = admission::spill(plan, ctx.shard, &**producer, &ctx.ring).await;
     let metrics = ctx.metrics();
     match result {
         Ok(spilled) => {
-            spill
+            producer
                 .stats
                 .spilled(spilled.events, spilled.hot_key_events, spilled.elapsed);
             metrics.events_accepted.fetch_add(events as u64, Relaxed);

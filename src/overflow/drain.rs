@@ -26,8 +26,8 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use thiserror::Error;
 
+use super::producer::client_config;
 use super::settings::KafkaSettings;
-use super::spill::client_config;
 use super::stats::OverflowStats;
 use crate::sink::{Sink, SinkError, SinkFactory, SinkRole};
 use crate::writer::{store_with_retries, Backoff, Retry};

@@ -12,25 +12,25 @@
 
 mod drain;
 mod hot_keys;
+mod producer;
 mod settings;
-mod spill;
 mod stats;
 
 pub use drain::{spawn_drain, DrainError, DrainSummary, Pressure};
 pub use hot_keys::HotKeys;
+pub use producer::{ensure_topic, OverflowError, OverflowProducer};
 pub use settings::{Compression, KafkaSettings};
-pub use spill::{ensure_topic, OverflowError, Spill};
 pub use stats::{OverflowStats, SpillFailure};
 
 /// One shard's part of the overflow: the shared producer and its own hot-key buckets.
 pub struct ShardOverflow {
-    pub spill: std::sync::Arc<Spill>,
+    pub producer: std::sync::Arc<OverflowProducer>,
     pub hot_keys: Option<HotKeys>,
 }
 
 /// At shutdown, a batch the sink refuses is spilled instead, acknowledged by the broker
 /// before it leaves the ring, so that a stop does not wait forever on a dead sink.
-impl crate::writer::Fallback for std::sync::Arc<Spill> {
+impl crate::writer::Fallback for std::sync::Arc<OverflowProducer> {
     async fn take(&self, shard: usize, batch: &[bytes::Bytes]) -> bool {
         match self.send(shard, batch).await {
             Ok(elapsed) => {

@@ -101,7 +101,7 @@ pub fn ensure_topic(config: &KafkaSettings) -> Result<bool, OverflowError> {
 /// librdkafka fails a message it could not deliver in time, and that report should win.
 const REPORT_GRACE: Duration = Duration::from_millis(250);
 
-pub struct Spill {
+pub struct OverflowProducer {
     producer: FutureProducer,
     topic: String,
     deadline: Duration,
@@ -109,11 +109,11 @@ pub struct Spill {
     pub stats: Arc<OverflowStats>,
 }
 
-impl Spill {
+impl OverflowProducer {
     pub fn connect(
         config: &KafkaSettings,
         stats: Arc<OverflowStats>,
-    ) -> Result<Spill, OverflowError> {
+    ) -> Result<OverflowProducer, OverflowError> {
         let producer: FutureProducer = client_config(config)
             .set("acks", "all")
             .set("enable.idempotence", config.idempotence.to_string())
@@ -137,7 +137,7 @@ impl Spill {
         stats
             .queue_max_messages
             .store(u64::from(config.queue_max_messages), Relaxed);
-        Ok(Spill {
+        Ok(OverflowProducer {
             producer,
             topic: config.topic.clone(),
             deadline: Duration::from_millis(config.ack_deadline_ms),
