@@ -8,7 +8,7 @@ use std::io::Write;
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tidegate::event::{BatchParser, BodyFormat, EncodedBatch};
-use tidegate::ingress::body::{decompress, ContentEncoding};
+use tidegate::ingress::{decompress, ContentEncoding};
 use tidegate::ring::{Ring, RingCapacity};
 use tidegate::segment::append_record;
 
@@ -155,7 +155,7 @@ fn spool_framing(c: &mut Criterion) {
 /// events from 10,000 users, over 3 nodes x 4 shards.
 fn scylla_batching(c: &mut Criterion) {
     use murmur3_token::murmur3_token;
-    use tidegate::sink::scylla::grouping::{CqlBatchLimits, Grouper};
+    use tidegate::sink::scylla::{CqlBatchLimits, Grouper};
 
     let mut parser = BatchParser::new(Default::default());
     let mut out = BytesMut::new();
@@ -219,8 +219,8 @@ fn live_locator(
     events: &[Bytes],
 ) {
     use std::io::BufRead;
-    use tidegate::sink::scylla::grouping::{CqlBatchLimits, Grouper};
-    use tidegate::sink::scylla::sink::{locate_and_group, LocalTable};
+    use tidegate::sink::scylla::{locate_and_group, LocalTable};
+    use tidegate::sink::scylla::{CqlBatchLimits, Grouper};
 
     // The fixture is a crate of its own: build it beside this benchmark's binary.
     let built = std::process::Command::new(env!("CARGO"))

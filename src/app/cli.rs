@@ -26,46 +26,46 @@ use crate::sink::spool;
 )]
 pub struct Cli {
     #[command(flatten)]
-    pub options: Options,
+    options: Options,
     #[command(subcommand)]
-    pub command: Option<Command>,
+    command: Option<Command>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct Options {
     /// TOML configuration file.
     #[arg(long, global = true, env = "TIDEGATE_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    config: Option<PathBuf>,
     /// Address every shard listens on, e.g. 0.0.0.0:8080 (server.listen).
     #[arg(long, global = true, env = "TIDEGATE_LISTEN", value_name = "ADDR")]
-    pub listen: Option<String>,
+    listen: Option<String>,
     /// Number of shards, one pinned thread per core; 0 = every online core (server.shards).
     #[arg(long, global = true, env = "TIDEGATE_SHARDS", value_name = "N")]
-    pub shards: Option<usize>,
+    shards: Option<usize>,
     /// Where events go: spool (local segment files), scylla or blackhole (sink.kind).
     #[arg(long, global = true, env = "TIDEGATE_SINK", value_name = "SINK")]
-    pub sink: Option<String>,
+    sink: Option<String>,
     /// Directory of the spool's segment files (spool.data_dir).
     #[arg(long, global = true, env = "TIDEGATE_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
     /// Kafka brokers of the overflow topic, comma-separated; none = no overflow
     /// (kafka.brokers).
     #[arg(long, global = true, value_name = "HOST:PORT,...")]
-    pub kafka_brokers: Option<String>,
+    kafka_brokers: Option<String>,
     /// Log format: text or json (log.format).
     #[arg(long, global = true, value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    log_format: Option<String>,
     /// Log filter, e.g. info or tidegate=debug (log.level).
     #[arg(long, global = true, value_name = "FILTER")]
-    pub log_level: Option<String>,
+    log_level: Option<String>,
     /// Test-only: the sink stalls while this file exists.
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, value_name = "FILE")]
-    pub test_stall_file: Option<PathBuf>,
+    test_stall_file: Option<PathBuf>,
     /// Test-only: sink writes fail while this file exists.
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, value_name = "FILE")]
-    pub test_fail_file: Option<PathBuf>,
+    test_fail_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,8 +6,11 @@
 //! assembles one core's pipeline; `replay` is the `spool replay` tool. Stages never import
 //! this module.
 
-pub mod cli;
-pub mod config;
+mod cli;
+mod config;
 mod replay;
 mod server;
 mod shard;
+
+pub use cli::main;
+pub use config::{Config, ConfigError, LogConfig, LogFormat, Override};

@@ -10,7 +10,7 @@ use thiserror::Error;
 use super::config::Config;
 use super::shard::{self, ShardSetup};
 use crate::admission::EdgeState;
-use crate::ingress::{listener, IngressMetrics, Shared};
+use crate::ingress::{self, IngressMetrics, Shared};
 use crate::observe::Registry;
 use crate::overflow::{self, OverflowProducer, OverflowStats};
 use crate::ring::{RingLoad, RingsCollector};
@@ -44,7 +44,7 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
     let config = Arc::new(config);
     let shards = config.shard_count();
     let addr = config.listen_addr().expect("validated");
-    let (sockets, bound) = listener::bind_reuseport(addr, shards, config.server.backlog)
+    let (sockets, bound) = ingress::bind_reuseport(addr, shards, config.server.backlog)
         .map_err(|source| ServerError::Listen { addr, source })?;
     let sinks = SinkFactory::start(sink_settings)?;
     let mut registry = Registry::default();

@@ -14,7 +14,7 @@ use socket2::Socket;
 
 use super::config::Config;
 use crate::event::BatchParser;
-use crate::ingress::{self, listener, IngressContext, Shared};
+use crate::ingress::{self, IngressContext, Shared};
 use crate::overflow::{HotKeys, OverflowProducer, ShardOverflow};
 use crate::ring::{RingLoad, ShardRing};
 use crate::sink::{AnySink, SinkError, SinkFactory, SinkRole};
@@ -22,18 +22,18 @@ use crate::writer::{self, NoFallback, WriterStats};
 
 /// What a shard needs from the process.
 pub struct ShardSetup {
-    pub id: usize,
-    pub config: Arc<Config>,
-    pub socket: Socket,
-    pub shared: Shared,
+    pub(super) id: usize,
+    pub(super) config: Arc<Config>,
+    pub(super) socket: Socket,
+    pub(super) shared: Shared,
     /// Where the shard's ring publishes its depth.
-    pub ring_load: Arc<RingLoad>,
-    pub writer: Arc<WriterStats>,
-    pub sinks: SinkFactory,
+    pub(super) ring_load: Arc<RingLoad>,
+    pub(super) writer: Arc<WriterStats>,
+    pub(super) sinks: SinkFactory,
     /// The Kafka overflow's producer, shared by every shard, when configured.
-    pub producer: Option<Arc<OverflowProducer>>,
+    pub(super) producer: Option<Arc<OverflowProducer>>,
     /// Told once the shard is serving, or why it could not start.
-    pub started: std::sync::mpsc::Sender<Result<usize, String>>,
+    pub(super) started: std::sync::mpsc::Sender<Result<usize, String>>,
 }
 
 /// Runs the shard until shutdown has drained its ring into its sink.
@@ -60,7 +60,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
     };
     let writer = spawn_writer(id, &ring, sink, &config, writer_stats, producer.clone());
 
-    let listener = listener::adopt(socket);
+    let listener = ingress::adopt(socket);
     let ctx = Rc::new(IngressContext::new(
         id,
         config.http_limits(),

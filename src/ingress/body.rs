@@ -41,16 +41,16 @@ impl BodyTimeout {
 
 /// Charges a body's buffers to its shard's budget (`crate::admission::BodyBudget`).
 trait ChargeBuffer {
-    /// Charges the buffer's capacity: what the body really holds, whatever its length.
-    fn cover(&mut self, buf: &Vec<u8>) -> Result<(), BodyError>;
+    /// Charges a buffer's `capacity`: what the body really holds, whatever its length.
+    fn cover(&mut self, capacity: usize) -> Result<(), BodyError>;
     /// Makes room for `extra` more bytes in `buf` (growing by doubling, never past
     /// `limit`), charging what that costs before allocating it.
     fn grow(&mut self, buf: &mut Vec<u8>, extra: usize, limit: usize) -> Result<(), BodyError>;
 }
 
 impl ChargeBuffer for BodyCharge {
-    fn cover(&mut self, buf: &Vec<u8>) -> Result<(), BodyError> {
-        Ok(self.raise_to(buf.capacity())?)
+    fn cover(&mut self, capacity: usize) -> Result<(), BodyError> {
+        Ok(self.raise_to(capacity)?)
     }
 
     fn grow(&mut self, buf: &mut Vec<u8>, extra: usize, limit: usize) -> Result<(), BodyError> {
@@ -61,7 +61,7 @@ impl ChargeBuffer for BodyCharge {
             self.raise_to(target)?;
             buf.reserve_exact(target - buf.len());
         }
-        self.cover(buf)
+        self.cover(buf.capacity())
     }
 }
 
@@ -124,7 +124,7 @@ pub async fn read_limited(
 ) -> Result<(), BodyError> {
     match declared {
         Some(len) => charge.grow(into, len, limit)?,
-        None => charge.cover(into)?,
+        None => charge.cover(into.capacity())?,
     }
     let started = Instant::now();
     loop {
@@ -250,7 +250,7 @@ mod tests {
         // A buffer that already has room (from the pool) is charged for that room.
         let mut c = BodyCharge::new(budget.clone());
         let pooled = Vec::with_capacity(900);
-        c.cover(&pooled).unwrap();
+        c.cover(pooled.capacity()).unwrap();
         assert!(budget.in_use() >= 900);
     }
 

@@ -19,17 +19,17 @@ use hyper::rt::ReadBufCursor;
 /// What the watchdog knows about a connection.
 pub struct Activity {
     /// When bytes last moved in either direction.
-    pub last_io: Cell<Instant>,
+    pub(super) last_io: Cell<Instant>,
     /// When the first bytes of a request head arrived, until the request is dispatched.
-    pub head_started: Cell<Option<Instant>>,
+    pub(super) head_started: Cell<Option<Instant>>,
     /// Whether a request is being handled (set by the service).
-    pub in_request: Cell<bool>,
+    pub(super) in_request: Cell<bool>,
     /// Whether hyper holds response bytes the socket has not taken yet (its last write was
     /// refused or partial). Nothing may be written beside hyper while this is set.
-    pub write_blocked: Cell<bool>,
+    pub(super) write_blocked: Cell<bool>,
     /// Whether the connection must close with lingering: an answer ended it while the
     /// client may still be sending.
-    pub linger_needed: Cell<bool>,
+    pub(super) linger_needed: Cell<bool>,
     /// The last bytes of the request line of the head that began with the latest read
     /// (where the HTTP version stands), to tell an unsupported version (505) from a
     /// malformed line (400) when hyper reports only "invalid version".

@@ -141,10 +141,10 @@ pub struct ShardMetrics {
     requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
     requests_rejected: [AtomicU64; RequestRejection::ALL.len()],
     unavailable: [AtomicU64; UnavailableCause::ALL.len()],
-    pub events_accepted: AtomicU64,
+    pub(super) events_accepted: AtomicU64,
     events_rejected: [AtomicU64; EventRejection::ALL.len()],
-    pub connections_open: AtomicU64,
-    pub connections_accepted: AtomicU64,
+    pub(super) connections_open: AtomicU64,
+    pub(super) connections_accepted: AtomicU64,
 }
 
 impl ShardMetrics {

@@ -5,11 +5,11 @@
 //! `handler`, which reads bodies within limits (`body`), builds every reply (`response`)
 //! and counts what it answered (`metrics`).
 
-pub mod body;
+mod body;
 mod connection;
 mod handler;
 mod io;
-pub mod listener;
+mod listener;
 mod metrics;
 mod response;
 
@@ -21,9 +21,10 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::net::TcpListener;
 
-pub use body::BodyTimeout;
+pub use body::{decompress, BodyError, BodyTimeout, ContentEncoding};
 pub use connection::{serve as serve_connection, ConnectionLimits, Lingering, Timeouts};
 pub use handler::{HttpLimits, IngressContext, Shared};
+pub use listener::{adopt, bind_reuseport};
 pub use metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
 
 #[derive(Debug, Clone, Copy)]

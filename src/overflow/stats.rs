@@ -47,32 +47,32 @@ pub const SPILLING_WINDOW: Duration = Duration::from_secs(2);
 #[derive(Debug, Default)]
 pub struct OverflowStats {
     /// Events acknowledged by the broker for requests answered 202.
-    pub events_spilled: AtomicU64,
+    pub(super) events_spilled: AtomicU64,
     /// Of those, events spilled by the hot-key limit rather than a full ring.
-    pub events_hot_key: AtomicU64,
-    pub requests_spilled: AtomicU64,
+    pub(super) events_hot_key: AtomicU64,
+    pub(super) requests_spilled: AtomicU64,
     /// Of the spilled events, those a writer spilled at shutdown because its sink failed.
-    pub events_spilled_at_shutdown: AtomicU64,
+    pub(super) events_spilled_at_shutdown: AtomicU64,
     failures: [AtomicU64; SpillFailure::ALL.len()],
     /// Events the broker holds although their request was answered 503 (acknowledged
     /// late, or beside an event that failed): they will be drained all the same (see the
     /// README on retries and event_id).
-    pub events_orphaned: AtomicU64,
+    pub(super) events_orphaned: AtomicU64,
     /// Time from the first produce of a request to its last acknowledgement.
-    pub produce_latency: Histogram,
+    pub(super) produce_latency: Histogram,
     /// Messages in the producer's queue or in flight, as of the last spill.
-    pub producer_queue: AtomicU64,
-    pub queue_max_messages: AtomicU64,
+    pub(super) producer_queue: AtomicU64,
+    pub(super) queue_max_messages: AtomicU64,
     last_spill_ms: AtomicI64,
     last_failure_ms: AtomicI64,
 
-    pub events_drained: AtomicU64,
-    pub drain_batches: AtomicU64,
-    pub drain_pauses: AtomicU64,
-    pub drain_paused: AtomicBool,
-    pub drain_commit_errors: AtomicU64,
+    pub(super) events_drained: AtomicU64,
+    pub(super) drain_batches: AtomicU64,
+    pub(super) drain_pauses: AtomicU64,
+    pub(super) drain_paused: AtomicBool,
+    pub(super) drain_commit_errors: AtomicU64,
     /// Consumer lag per partition, from librdkafka's statistics.
-    pub drain_lag: Mutex<BTreeMap<i32, i64>>,
+    pub(super) drain_lag: Mutex<BTreeMap<i32, i64>>,
 }
 
 fn now_ms() -> i64 {

@@ -54,26 +54,26 @@ use crate::encoded::EventView;
 
 /// One CQL batch: rows that all belong to `shard` of the node `host_id`.
 pub struct TargetedBatch {
-    pub host_id: Uuid,
-    pub shard: u16,
-    pub events: Vec<Bytes>,
+    pub(super) host_id: Uuid,
+    pub(super) shard: u16,
+    pub(super) events: Vec<Bytes>,
 }
 
 /// A shard's request: execute every batch, then answer on `reply`.
 pub struct Job {
-    pub batches: Vec<TargetedBatch>,
-    pub reply: flume::Sender<JobOutcome>,
+    pub(super) batches: Vec<TargetedBatch>,
+    pub(super) reply: flume::Sender<JobOutcome>,
 }
 
 /// What became of a job's batches.
 #[derive(Default)]
 pub struct JobOutcome {
     /// Batches that still failed transiently after the retries (the caller retries later).
-    pub transient_failures: usize,
+    pub(super) transient_failures: usize,
     /// The last transient error, for the log.
-    pub last_error: Option<String>,
+    pub(super) last_error: Option<String>,
     /// Events refused for good, with the reason: they go to the dead-letter spool.
-    pub rejected: Vec<(Vec<Bytes>, String)>,
+    pub(super) rejected: Vec<(Vec<Bytes>, String)>,
 }
 
 #[derive(Debug, Error)]
@@ -90,31 +90,31 @@ pub enum DispatchError {
 #[derive(Debug, Default)]
 pub struct DispatchStats {
     /// Per target shard: accepted CQL batches.
-    pub batches_by_target: std::sync::Mutex<HashMap<(Uuid, u16), u64>>,
+    batches_by_target: std::sync::Mutex<HashMap<(Uuid, u16), u64>>,
     /// Latency of accepted CQL batches (µs), rows and event bytes per batch.
-    pub latency: Histogram,
-    pub rows_per_batch: RowsHistogram,
-    pub bytes_per_batch: BytesHistogram,
+    latency: Histogram,
+    rows_per_batch: RowsHistogram,
+    bytes_per_batch: BytesHistogram,
     /// The adaptive limit of every target shard seen so far.
-    pub limits: std::sync::Mutex<HashMap<(Uuid, u16), Arc<AdaptiveLimit>>>,
-    pub batches: AtomicU64,
-    pub rows: AtomicU64,
-    pub retries: AtomicU64,
-    pub timeouts: AtomicU64,
-    pub overloaded: AtomicU64,
-    pub other_errors: AtomicU64,
-    pub rejected_rows: AtomicU64,
+    limits: std::sync::Mutex<HashMap<(Uuid, u16), Arc<AdaptiveLimit>>>,
+    batches: AtomicU64,
+    rows: AtomicU64,
+    retries: AtomicU64,
+    timeouts: AtomicU64,
+    overloaded: AtomicU64,
+    other_errors: AtomicU64,
+    rejected_rows: AtomicU64,
 }
 
 /// The shards' handle on the driver.
 #[derive(Clone)]
 pub struct Dispatcher {
-    pub session: Arc<Session>,
-    pub jobs: flume::Sender<Job>,
+    pub(super) session: Arc<Session>,
+    pub(super) jobs: flume::Sender<Job>,
     pub stats: Arc<DispatchStats>,
-    pub local_datacenter: String,
-    pub keyspace: String,
-    pub table: String,
+    pub(super) local_datacenter: String,
+    pub(super) keyspace: String,
+    pub(super) table: String,
 }
 
 /// How hard to try one batch before handing the failure back to the writer.

@@ -9,14 +9,15 @@
 
 mod concurrency;
 mod dispatch;
-pub mod grouping;
+mod grouping;
 mod schema;
 mod session;
 mod settings;
-pub mod sink;
+mod sink;
 
 pub use dispatch::{DispatchError, DispatchStats, Dispatcher};
+pub use grouping::{CqlBatchLimits, Grouper, NodeIndex, ShardBatch, Unroutable};
 pub use schema::{ReplicationStrategy, SchemaConfig};
 pub use session::{connect, ConnectError};
 pub use settings::{ScyllaSettings, WriteConsistency};
-pub use sink::ScyllaSink;
+pub use sink::{locate_and_group, LocalTable, ScyllaSink};

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidegate::ingress::body::{decompress, BodyError, ContentEncoding};
+use tidegate::ingress::{decompress, BodyError, ContentEncoding};
 
 const LIMIT: usize = 64 * 1024;
 

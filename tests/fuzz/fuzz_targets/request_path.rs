@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tidegate::admission::EdgeState;
-use tidegate::app::config::Config;
+use tidegate::app::Config;
 use tidegate::event::BatchParser;
 use tidegate::ingress::{self, ConnectionLimits, IngressContext, IngressMetrics, Shared};
 use tidegate::observe::Registry;
