@@ -249,7 +249,7 @@ mod tests {
         assert_eq!(budget.in_use(), 0);
         // A buffer that already has room (from the pool) is charged for that room.
         let mut c = BodyCharge::new(budget.clone());
-        let pooled = Vec::with_capacity(900);
+        let pooled: Vec<u8> = Vec::with_capacity(900);
         c.cover(pooled.capacity()).unwrap();
         assert!(budget.in_use() >= 900);
     }
