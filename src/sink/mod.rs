@@ -12,7 +12,9 @@ mod gate;
 pub mod scylla;
 pub mod spool;
 
-pub use factory::{dead_letter_dir, AnySink, SinkFactory, SinkRole, SinkSettings, SinkStartError};
+pub use factory::{
+    dead_letter_dir, AnySink, SinkFactory, SinkKind, SinkRole, SinkSettings, SinkStartError,
+};
 #[cfg(feature = "test-hooks")]
 pub use gate::GateFiles;
 
@@ -51,41 +53,4 @@ pub trait Sink {
 
     /// Makes everything written so far durable and releases resources.
     async fn close(&mut self) -> Result<(), SinkError>;
-}
-
-/// Which sink a shard writes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SinkKind {
-    /// Append-only, checksummed segment files per shard (the embedded default).
-    Spool,
-    /// Discards everything; for benchmarks of the ingest path alone.
-    Blackhole,
-    /// ScyllaDB, in token- and shard-aware batches.
-    Scylla,
-}
-
-impl std::str::FromStr for SinkKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "spool" => Ok(SinkKind::Spool),
-            "blackhole" => Ok(SinkKind::Blackhole),
-            "scylla" => Ok(SinkKind::Scylla),
-            other => Err(format!(
-                "unknown sink {other:?} (expected spool, blackhole or scylla)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for SinkKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SinkKind::Spool => "spool",
-            SinkKind::Blackhole => "blackhole",
-            SinkKind::Scylla => "scylla",
-        })
-    }
 }
