@@ -69,6 +69,7 @@ pub struct EventFields<'a> {
 /// Appends the fixed header and the strings of an event to `out`, then lets `write_payload`
 /// append the payload text directly behind them (no intermediate buffer), and patches its
 /// length in. Returns the number of bytes the event occupies.
+#[inline]
 pub fn encode_into<B: EncodeBuf>(
     out: &mut B,
     fields: &EventFields<'_>,
