@@ -13,6 +13,8 @@
 //!        │ encoded batch
 //!  admission  does the whole request fit? if not: spill, or 503 + Retry-After; /ready
 //!        │                     └──▶ overflow   Kafka topic: spill, hot keys, drain back
+//!  log        write-ahead log: group commit; a 202 waits for the sync (durable ack)
+//!        │
 //!  ring       per-core buffer, bounded in events and bytes
 //!        │
 //!  writer     batches by count, bytes and delay; the one retry loop; never drops
@@ -44,6 +46,8 @@ pub mod event;
 pub mod admission;
 
 pub mod overflow;
+
+pub mod log;
 
 pub mod ring;
 

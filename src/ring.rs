@@ -81,6 +81,8 @@ pub struct Ring {
     events: VecDeque<Bytes>,
     bytes: usize,
     capacity: RingCapacity,
+    /// Room held for requests waiting on the write-ahead log's sync.
+    reserved: RingCapacity,
     load: Arc<RingLoad>,
 }
 
@@ -101,6 +103,10 @@ impl Ring {
             events: VecDeque::with_capacity(capacity.events.min(1 << 16)),
             bytes: 0,
             capacity,
+            reserved: RingCapacity {
+                events: 0,
+                bytes: 0,
+            },
             load,
         }
     }
@@ -128,8 +134,8 @@ impl Ring {
 
     /// Whether `events` events of `bytes` bytes in total would fit now.
     pub fn fits(&self, events: usize, bytes: usize) -> Result<(), RingFull> {
-        let free_events = self.capacity.events - self.events.len();
-        let free_bytes = self.capacity.bytes - self.bytes;
+        let free_events = self.capacity.events - self.events.len() - self.reserved.events;
+        let free_bytes = self.capacity.bytes - self.bytes - self.reserved.bytes;
         if events <= free_events && bytes <= free_bytes {
             Ok(())
         } else {
@@ -153,6 +159,29 @@ impl Ring {
         self.bytes += chunk.len();
         self.load.publish(self.events.len(), self.bytes);
         Ok(())
+    }
+
+    /// Holds room for `events` events of `bytes` bytes, for a request whose events will be
+    /// pushed once the write-ahead log has them ([`Ring::push_reserved`]) or given back
+    /// ([`Ring::unreserve`]). All of it or, if it does not fit, none.
+    pub fn reserve(&mut self, events: usize, bytes: usize) -> Result<(), RingFull> {
+        self.fits(events, bytes)?;
+        self.reserved.events += events;
+        self.reserved.bytes += bytes;
+        Ok(())
+    }
+
+    /// Gives back room held by [`Ring::reserve`].
+    pub fn unreserve(&mut self, events: usize, bytes: usize) {
+        self.reserved.events -= events;
+        self.reserved.bytes -= bytes;
+    }
+
+    /// Appends a request whose room was reserved (see [`Ring::push_all`] for the layout).
+    pub fn push_reserved(&mut self, chunk: &Bytes, ends: &[usize]) {
+        self.unreserve(ends.len(), chunk.len());
+        self.push_all(chunk, ends)
+            .expect("reserved room is kept for the request");
     }
 
     /// Appends events that are already separate slices (the part of a request the hot-key
@@ -374,6 +403,20 @@ mod tests {
         assert_eq!(batch, vec![Bytes::from_static(b"cc")]);
         assert!(r.has_full_batch(2, 1000));
         assert!(!r.has_full_batch(3, 1000));
+    }
+
+    #[test]
+    fn reserved_room_is_held_until_pushed_or_given_back() {
+        let mut r = ring(3, 100);
+        r.reserve(2, 10).unwrap();
+        assert!(r.reserve(2, 10).is_err(), "only one event of room left");
+        assert!(r.push_all(&Bytes::from_static(b"ab"), &[1, 2]).is_err());
+        r.push_reserved(&Bytes::from_static(b"ab"), &[1, 2]);
+        assert_eq!(r.len(), 2);
+        r.reserve(1, 5).unwrap();
+        r.unreserve(1, 5);
+        r.push_all(&Bytes::from_static(b"c"), &[1]).unwrap();
+        assert_eq!(r.len(), 3);
     }
 
     #[test]

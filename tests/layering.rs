@@ -6,11 +6,12 @@
 use std::path::Path;
 
 /// The stages, in data-flow order.
-const STAGES: [&str; 7] = [
+const STAGES: [&str; 8] = [
     "ingress",
     "event",
     "admission",
     "overflow",
+    "log",
     "ring",
     "writer",
     "sink",

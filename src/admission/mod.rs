@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::encoded::user_id_bytes;
+use crate::log::ShardLog;
 use crate::overflow::{HotKeys, OverflowProducer, SpillFailure};
 use crate::ring::{Ring, RingFull, ShardRing};
 
@@ -50,16 +51,20 @@ pub enum UnavailableCause {
     /// The shard's budget for request bodies being received
     /// (`limits.max_inflight_body_bytes`) cannot hold this body.
     BodyMemory,
+    /// The write-ahead log could not write or sync the request's events (an I/O error, a
+    /// full disk): they were not acknowledged and not kept.
+    LogUnavailable,
 }
 
 impl UnavailableCause {
-    pub const ALL: [UnavailableCause; 6] = [
+    pub const ALL: [UnavailableCause; 7] = [
         UnavailableCause::RingFull,
         UnavailableCause::ShuttingDown,
         UnavailableCause::ConnectionLimit,
         UnavailableCause::OverflowSaturated,
         UnavailableCause::OverflowUnavailable,
         UnavailableCause::BodyMemory,
+        UnavailableCause::LogUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +75,7 @@ impl UnavailableCause {
             UnavailableCause::OverflowSaturated => "overflow_saturated",
             UnavailableCause::OverflowUnavailable => "overflow_unavailable",
             UnavailableCause::BodyMemory => "body_memory",
+            UnavailableCause::LogUnavailable => "log_unavailable",
         }
     }
 
@@ -93,6 +99,9 @@ impl UnavailableCause {
                 "this shard is receiving as many request bodies as its memory budget allows; \
                  nothing was kept"
             }
+            UnavailableCause::LogUnavailable => {
+                "the write-ahead log could not store the request on disk; nothing was kept"
+            }
         }
     }
 
@@ -115,6 +124,9 @@ impl From<SpillFailure> for UnavailableCause {
 pub enum Admission {
     /// Every event is in the ring.
     InRing,
+    /// Room in the ring is held for every event; finish with [`commit`], which waits for
+    /// the write-ahead log.
+    Reserved,
     /// The request needs the overflow; finish it with [`spill`].
     Spill(SpillPlan),
 }
@@ -172,29 +184,38 @@ pub fn admit_connection(open: usize, max: usize) -> Result<(), UnavailableCause>
 
 /// Admits a request's events, all of them or none, without waiting for anything: into the
 /// ring, or — when `overflow` is configured — into a plan for [`spill`].
+///
+/// With `durable`, the events are not pushed but their room is reserved: they enter the
+/// ring only once the write-ahead log has synced them ([`commit`]).
 pub fn admit(
     ring: &mut Ring,
     chunk: &Bytes,
     ends: &[usize],
     shutting_down: bool,
+    durable: bool,
     overflow: Option<OverflowAvailable<'_>>,
 ) -> Result<Admission, UnavailableCause> {
     if shutting_down {
         return Err(UnavailableCause::ShuttingDown);
     }
+    let take = |ring: &mut Ring| {
+        if durable {
+            ring.reserve(ends.len(), chunk.len())
+                .map(|()| Admission::Reserved)
+        } else {
+            ring.push_all(chunk, ends).map(|()| Admission::InRing)
+        }
+    };
     let Some(overflow) = overflow else {
-        return ring
-            .push_all(chunk, ends)
-            .map(|()| Admission::InRing)
-            .map_err(|_| UnavailableCause::RingFull);
+        return take(ring).map_err(|_| UnavailableCause::RingFull);
     };
     if let Some(hot_keys) = overflow.hot_keys {
         if let Some(plan) = split_hot(hot_keys, ring, chunk, ends) {
             return Ok(Admission::Spill(plan));
         }
     }
-    match ring.push_all(chunk, ends) {
-        Ok(()) => Ok(Admission::InRing),
+    match take(ring) {
+        Ok(admission) => Ok(admission),
         Err(RingFull { .. }) => Ok(Admission::Spill(SpillPlan {
             hot: Vec::new(),
             rest: slices(chunk, ends).collect(),
@@ -271,6 +292,7 @@ pub async fn spill(
     shard: usize,
     overflow: &impl OverflowTopic,
     ring: &ShardRing,
+    log: Option<&ShardLog>,
 ) -> Result<Spilled, UnavailableCause> {
     let SpillPlan {
         mut hot,
@@ -289,7 +311,7 @@ pub async fn spill(
     }
     let mut elapsed = overflow.send(shard, &hot).await?;
     let mut events = hot.len();
-    match push_rest(ring, &rest) {
+    match push_rest(ring, &rest, log).await {
         Ok(()) => {}
         Err(UnavailableCause::RingFull) => match overflow.send(shard, &rest).await {
             Ok(more) => {
@@ -313,16 +335,77 @@ pub async fn spill(
     })
 }
 
-/// The part of a spilled request the ring was to take, after the spill's await.
-fn push_rest(ring: &ShardRing, rest: &[Bytes]) -> Result<(), UnavailableCause> {
+/// The part of a spilled request the ring was to take, after the spill's await (through
+/// the write-ahead log first, when it is on).
+async fn push_rest(
+    ring: &ShardRing,
+    rest: &[Bytes],
+    log: Option<&ShardLog>,
+) -> Result<(), UnavailableCause> {
     use crate::writer::BatchSource as _;
     if ring.is_closing() {
         return Err(UnavailableCause::ShuttingDown);
     }
-    let was_empty = ring.is_empty();
+    let bytes = rest.iter().map(Bytes::len).sum();
     ring.borrow_mut()
-        .push_events(rest)
+        .reserve(rest.len(), bytes)
         .map_err(|_| UnavailableCause::RingFull)?;
+    let generation = match log {
+        None => None,
+        Some(log) => match log.commit(rest.iter().map(|e| &e[..])).await {
+            Ok(generation) => Some(generation),
+            Err(_) => {
+                ring.borrow_mut().unreserve(rest.len(), bytes);
+                return Err(UnavailableCause::LogUnavailable);
+            }
+        },
+    };
+    let was_empty = ring.is_empty();
+    let mut r = ring.borrow_mut();
+    r.unreserve(rest.len(), bytes);
+    r.push_events(rest)
+        .expect("reserved room is kept for the request");
+    drop(r);
+    if let (Some(log), Some(generation)) = (log, generation) {
+        log.pushed(rest.len(), generation);
+    }
+    ring.notify_pushed(was_empty);
+    Ok(())
+}
+
+/// Finishes a durable admission ([`Admission::Reserved`]): waits for the write-ahead log to
+/// sync the request, then moves it from its reservation into the ring. A request whose
+/// sync failed gets 503 `log_unavailable` and leaves nothing behind.
+pub async fn commit(
+    log: &ShardLog,
+    ring: &ShardRing,
+    chunk: &Bytes,
+    ends: &[usize],
+) -> Result<(), UnavailableCause> {
+    use crate::writer::BatchSource as _;
+    let mut start = 0;
+    let events = ends.iter().map(|&end| {
+        let event = &chunk[start..end];
+        start = end;
+        event
+    });
+    let committed = log.commit(events).await;
+    let mut r = ring.borrow_mut();
+    r.unreserve(ends.len(), chunk.len());
+    let generation = match committed {
+        Ok(generation) => generation,
+        Err(_) => return Err(UnavailableCause::LogUnavailable),
+    };
+    if ring.is_closing() {
+        // On disk but too late for this run's writer: the next start replays it.
+        log.abandoned(generation);
+        return Ok(());
+    }
+    let was_empty = r.is_empty();
+    r.push_all(chunk, ends)
+        .expect("reserved room is kept for the request");
+    drop(r);
+    log.pushed(ends.len(), generation);
     ring.notify_pushed(was_empty);
     Ok(())
 }

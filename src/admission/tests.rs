@@ -70,7 +70,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 fn a_request_that_fits_goes_into_the_ring() {
     let ring = shard_ring(10);
     let (chunk, ends) = request();
-    let admitted = admit(&mut ring.borrow_mut(), &chunk, &ends, false, None).unwrap();
+    let admitted = admit(&mut ring.borrow_mut(), &chunk, &ends, false, false, None).unwrap();
     assert!(matches!(admitted, Admission::InRing));
     assert_eq!(ring.borrow_mut().len(), 2);
 }
@@ -79,7 +79,7 @@ fn a_request_that_fits_goes_into_the_ring() {
 fn ring_full_without_overflow_is_503_ring_full_and_keeps_nothing() {
     let ring = shard_ring(1);
     let (chunk, ends) = request();
-    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, false, None).unwrap_err();
+    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, false, false, None).unwrap_err();
     assert_eq!(refused, UnavailableCause::RingFull);
     assert!(ring.is_empty());
 }
@@ -88,7 +88,7 @@ fn ring_full_without_overflow_is_503_ring_full_and_keeps_nothing() {
 fn shutdown_refuses_before_looking_at_the_ring() {
     let ring = shard_ring(10);
     let (chunk, ends) = request();
-    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, true, None).unwrap_err();
+    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, true, false, None).unwrap_err();
     assert_eq!(refused, UnavailableCause::ShuttingDown);
     assert!(ring.is_empty());
 }
@@ -121,9 +121,20 @@ fn bodies_past_the_shards_budget_are_503_body_memory() {
 fn full_ring_plan(ring: &ShardRing) -> SpillPlan {
     let (chunk, ends) = request();
     let gate = OverflowAvailable { hot_keys: None };
-    match admit(&mut ring.borrow_mut(), &chunk, &ends, false, Some(gate)).unwrap() {
+    match admit(
+        &mut ring.borrow_mut(),
+        &chunk,
+        &ends,
+        false,
+        false,
+        Some(gate),
+    )
+    .unwrap()
+    {
         Admission::Spill(plan) => plan,
-        Admission::InRing => panic!("a full ring with an overflow plans a spill"),
+        Admission::InRing | Admission::Reserved => {
+            panic!("a full ring with an overflow plans a spill")
+        }
     }
 }
 
@@ -133,7 +144,7 @@ fn a_full_ring_with_overflow_spills_the_whole_request() {
     let plan = full_ring_plan(&ring);
     assert_eq!(plan.events(), 2);
     let overflow = FakeOverflow::answering(Ok(()));
-    let spilled = block_on(spill(plan, 0, &overflow, &ring)).unwrap();
+    let spilled = block_on(spill(plan, 0, &overflow, &ring, None)).unwrap();
     assert_eq!((spilled.events, overflow.sent.get()), (2, 2));
     assert!(ring.is_empty());
 }
@@ -151,7 +162,7 @@ fn a_refused_spill_is_503_overflow_saturated_or_unavailable() {
         let ring = shard_ring(1);
         let plan = full_ring_plan(&ring);
         let overflow = FakeOverflow::answering(Err(failure));
-        let refused = block_on(spill(plan, 0, &overflow, &ring)).unwrap_err();
+        let refused = block_on(spill(plan, 0, &overflow, &ring, None)).unwrap_err();
         assert_eq!(refused, cause, "{failure:?}");
         assert!(ring.is_empty(), "nothing of a refused request is kept");
     }
@@ -180,9 +191,20 @@ fn hot_key_plan(ring: &ShardRing) -> SpillPlan {
     let gate = OverflowAvailable {
         hot_keys: Some(&mut hot_keys),
     };
-    match admit(&mut ring.borrow_mut(), &chunk, &ends, false, Some(gate)).unwrap() {
+    match admit(
+        &mut ring.borrow_mut(),
+        &chunk,
+        &ends,
+        false,
+        false,
+        Some(gate),
+    )
+    .unwrap()
+    {
         Admission::Spill(plan) => plan,
-        Admission::InRing => panic!("the second event of `hot` is over its limit"),
+        Admission::InRing | Admission::Reserved => {
+            panic!("the second event of `hot` is over its limit")
+        }
     }
 }
 
@@ -192,7 +214,7 @@ fn after_a_spill_shutdown_is_rechecked_and_the_spilled_part_orphaned() {
     let plan = hot_key_plan(&ring);
     ring.close();
     let overflow = FakeOverflow::answering(Ok(()));
-    let refused = block_on(spill(plan, 0, &overflow, &ring)).unwrap_err();
+    let refused = block_on(spill(plan, 0, &overflow, &ring, None)).unwrap_err();
     assert_eq!(refused, UnavailableCause::ShuttingDown);
     assert_eq!(overflow.orphaned.get(), 1, "the hot event the broker took");
     assert!(ring.is_empty());
@@ -207,7 +229,7 @@ fn after_a_spill_a_ring_filled_meanwhile_spills_the_rest_too() {
         .push_all(&Bytes::from_static(b"xyz"), &[1, 2, 3])
         .unwrap();
     let overflow = FakeOverflow::answering(Ok(()));
-    let spilled = block_on(spill(plan, 0, &overflow, &ring)).unwrap();
+    let spilled = block_on(spill(plan, 0, &overflow, &ring, None)).unwrap();
     assert_eq!((spilled.events, spilled.hot_key_events), (3, 1));
     assert_eq!(overflow.sent.get(), 3);
 }

@@ -52,6 +52,9 @@ pub struct Options {
     /// (kafka.brokers).
     #[arg(long, global = true, value_name = "HOST:PORT,...")]
     kafka_brokers: Option<String>,
+    /// What a 202 promises: durable (on this node's disk) or memory (durability.ack).
+    #[arg(long, global = true, value_name = "durable|memory")]
+    ack: Option<String>,
     /// Log format: text or json (log.format).
     #[arg(long, global = true, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -137,6 +140,7 @@ impl Options {
             self.data_dir.as_ref().map(|d| d.display().to_string()),
         );
         add("kafka.brokers", self.kafka_brokers.clone());
+        add("durability.ack", self.ack.clone());
         add("log.format", self.log_format.clone());
         add("log.level", self.log_level.clone());
         flags

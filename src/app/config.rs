@@ -23,6 +23,7 @@ use toml::{Table, Value};
 
 use crate::event::{BatchLimits, EventLimits};
 use crate::ingress::{BodyTimeout, ConnectionPolicy, HttpLimits, Lingering, Timeouts};
+use crate::log::DurabilitySettings;
 use crate::overflow::KafkaSettings;
 use crate::ring::RingCapacity;
 use crate::sink::scylla::{SchemaConfig, ScyllaSettings};
@@ -42,6 +43,7 @@ pub struct Config {
     pub scylla: ScyllaSettings,
     pub schema: SchemaConfig,
     pub kafka: KafkaSettings,
+    pub durability: DurabilitySettings,
     pub log: LogConfig,
 }
 
@@ -396,6 +398,7 @@ impl Config {
             .validate()
             .map_err(|message| invalid("schema", message))?;
         stage(self.kafka.check())?;
+        stage(self.durability.check())?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "is not a valid tracing filter"));
         }
@@ -486,6 +489,7 @@ impl Config {
             spool: self.spool.clone(),
             scylla: self.scylla.clone(),
             schema: self.schema.clone(),
+            spool_is_log: self.durability.is_durable(),
             #[cfg(feature = "test-hooks")]
             gate: Default::default(),
         }

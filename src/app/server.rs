@@ -11,6 +11,7 @@ use super::config::Config;
 use super::shard::{self, ShardSetup};
 use crate::admission::EdgeState;
 use crate::ingress::{self, IngressMetrics, Shared};
+use crate::log::{LogStats, LogsCollector};
 use crate::observe::Registry;
 use crate::overflow::{self, OverflowProducer, OverflowStats};
 use crate::ring::{RingLoad, RingsCollector};
@@ -61,6 +62,10 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
     registry.register_collector(Box::new(RingsCollector(ring_loads.clone())));
     let writers: Vec<Arc<WriterStats>> = (0..shards).map(|_| Arc::default()).collect();
     registry.register_collector(Box::new(WritersCollector(writers.clone())));
+    let logs: Vec<Arc<LogStats>> = (0..shards).map(|_| Arc::default()).collect();
+    if config.durability.is_durable() {
+        registry.register_collector(Box::new(LogsCollector(logs.clone())));
+    }
     if let Some(dispatcher) = sinks.dispatcher() {
         registry.register_collector(Box::new(dispatcher.stats.clone()));
     }
@@ -123,6 +128,7 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
             },
             ring_load: ring_loads[id].clone(),
             writer: writers[id].clone(),
+            log_stats: logs[id].clone(),
             sinks: sinks.clone(),
             producer: producer.clone(),
             started: started_tx.clone(),

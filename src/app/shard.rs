@@ -6,8 +6,10 @@
 //! process hands in: the metrics blocks (each written by one shard), readiness state, the
 //! shutdown request, the sink factory and the overflow's producer.
 
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use glommio::{Latency, Shares};
 use socket2::Socket;
@@ -15,10 +17,14 @@ use socket2::Socket;
 use super::config::Config;
 use crate::event::BatchParser;
 use crate::ingress::{self, IngressContext, Shared};
+use crate::log::{self, LogError, LogStats, LoggedRing, ShardLog};
 use crate::overflow::{HotKeys, OverflowProducer, ShardOverflow};
 use crate::ring::{RingLoad, ShardRing};
-use crate::sink::{AnySink, SinkError, SinkFactory, SinkRole};
-use crate::writer::{self, NoFallback, WriterStats};
+use crate::segment::SegmentWriter;
+use crate::sink::{spool, AnySink, SinkError, SinkFactory, SinkKind, SinkRole};
+use crate::writer::{
+    self, store_with_retries, Backoff, BatchSource, NoFallback, Retry, WriterStats,
+};
 
 /// What a shard needs from the process.
 pub struct ShardSetup {
@@ -29,6 +35,7 @@ pub struct ShardSetup {
     /// Where the shard's ring publishes its depth.
     pub(super) ring_load: Arc<RingLoad>,
     pub(super) writer: Arc<WriterStats>,
+    pub(super) log_stats: Arc<LogStats>,
     pub(super) sinks: SinkFactory,
     /// The Kafka overflow's producer, shared by every shard, when configured.
     pub(super) producer: Option<Arc<OverflowProducer>>,
@@ -45,20 +52,48 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         shared,
         ring_load,
         writer: writer_stats,
+        log_stats,
         sinks,
         producer,
         started,
     } = setup;
     let policy = config.batch_policy();
     let ring = Rc::new(ShardRing::new(ring_load, policy));
-    let sink = match sinks.open(SinkRole::Shard(id)).await {
+    let mut sink = match sinks.open(SinkRole::Shard(id)).await {
         Ok(sink) => sink,
         Err(err) => {
             let _ = started.send(Err(format!("shard {id}: {err}")));
             return Err(err);
         }
     };
-    let writer = spawn_writer(id, &ring, sink, &config, writer_stats, producer.clone());
+    let durable = match open_log(id, &config, &mut sink, log_stats).await {
+        Ok(durable) => durable,
+        Err(err) => {
+            let _ = started.send(Err(format!("shard {id}: {err}")));
+            return Err(SinkError::Io {
+                path: config.spool.data_dir.clone(),
+                source: std::io::Error::other(err.to_string()),
+            });
+        }
+    };
+    let (log, writer) = match durable {
+        Some((log, segments, dir, keep_segments)) => {
+            let committer =
+                glommio::spawn_local(log::run_committer(log.clone(), segments, dir.clone()));
+            let source = Rc::new(LoggedRing::new(
+                ring.clone(),
+                log.clone(),
+                dir,
+                keep_segments,
+            ));
+            let writer = spawn_writer(id, &source, sink, &config, writer_stats, producer.clone());
+            (Some((log, committer, source)), writer)
+        }
+        None => {
+            let writer = spawn_writer(id, &ring, sink, &config, writer_stats, producer.clone());
+            (None, writer)
+        }
+    };
 
     let listener = ingress::adopt(socket);
     let ctx = Rc::new(IngressContext::new(
@@ -71,6 +106,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
             producer,
             hot_keys: hot_keys(&config),
         }),
+        log.as_ref().map(|(log, _, _)| log.clone()),
     ));
     let _ = started.send(Ok(id));
     ingress::serve(ctx, listener, config.connection_policy()).await;
@@ -78,8 +114,67 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
     // No connection can push any more: let the writer drain the ring and close the sink.
     ring.close();
     let result = writer.await;
+    if let Some((log, committer, source)) = log {
+        log.close();
+        committer.await;
+        source.settle();
+    }
     tracing::info!(shard = id, "shard drained and stopped");
     result
+}
+
+/// The opened log of a durable shard: the log, its segments, its directory, and whether
+/// its segments are the store itself (the spool sink).
+type OpenedLog = (Rc<ShardLog>, SegmentWriter, PathBuf, bool);
+
+/// With durable acknowledgement, opens the shard's write-ahead log and replays into `sink`
+/// what the sink had not stored when the last run ended; `None` in memory mode. With the
+/// spool sink the log is the spool: nothing is replayed, nothing deleted.
+async fn open_log(
+    id: usize,
+    config: &Config,
+    sink: &mut AnySink,
+    stats: Arc<LogStats>,
+) -> Result<Option<OpenedLog>, LogError> {
+    if !config.durability.is_durable() {
+        return Ok(None);
+    }
+    let log_is_store = config.sink.kind == SinkKind::Spool;
+    let dir = if log_is_store {
+        spool::shard_dir(&config.spool.data_dir, id)
+    } else {
+        config
+            .spool
+            .data_dir
+            .join("wal")
+            .join(format!("shard-{id}"))
+    };
+    let (log, segments, recovered) = log::open(&dir, &config.durability, stats.clone()).await?;
+    if !log_is_store && !recovered.records.is_empty() {
+        let events = recovered.records.len();
+        tracing::info!(
+            shard = id,
+            events,
+            "replaying the write-ahead log into the sink"
+        );
+        for batch in recovered.records.chunks(config.batch.max_events) {
+            store_with_retries(
+                sink,
+                batch,
+                Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+                async |err: &SinkError| {
+                    tracing::warn!(shard = id, error = %err, "replay: sink write failed; retrying");
+                    Retry::After
+                },
+            )
+            .await
+            .map_err(|err| LogError::Unavailable(err.to_string()))?;
+        }
+        stats.replayed(events, 0);
+    }
+    log.all_stored();
+    log::settle(&log, &dir, log_is_store);
+    Ok(Some((log, segments, dir, log_is_store)))
 }
 
 /// This shard's hot-key buckets, when the limit is on.
@@ -96,9 +191,9 @@ fn hot_keys(config: &Config) -> Option<HotKeys> {
 /// flushing one batch while each connection pushes a request: under load the ring filled
 /// and clients got 503s while the disk idled. In its own queue with equal shares it gets
 /// half the core whenever it has work.
-fn spawn_writer(
+fn spawn_writer<B: BatchSource + 'static>(
     id: usize,
-    ring: &Rc<ShardRing>,
+    ring: &Rc<B>,
     sink: AnySink,
     config: &Config,
     stats: Arc<WriterStats>,

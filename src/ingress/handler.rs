@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Version};
@@ -26,6 +26,7 @@ use crate::admission::{
     UnavailableCause,
 };
 use crate::event::{BatchError, BatchParser, BodyFormat, EncodedBatch};
+use crate::log::ShardLog;
 use crate::observe::{self, Registry};
 use crate::overflow::{HotKeys, OverflowProducer, ShardOverflow};
 use crate::ring::ShardRing;
@@ -67,6 +68,8 @@ pub struct IngressContext {
     pub(super) shared: Shared,
     /// The Kafka overflow, when configured, and this shard's hot-key buckets.
     producer: Option<Arc<OverflowProducer>>,
+    /// The write-ahead log, when a 202 must mean "on disk".
+    log: Option<Rc<ShardLog>>,
     hot_keys: RefCell<Option<HotKeys>>,
     parser: RefCell<BatchParser>,
     encode_buf: RefCell<BytesMut>,
@@ -83,6 +86,7 @@ impl IngressContext {
         ring: Rc<ShardRing>,
         shared: Shared,
         overflow: Option<ShardOverflow>,
+        log: Option<Rc<ShardLog>>,
     ) -> Self {
         let (producer, hot_keys) = match overflow {
             Some(o) => (Some(o.producer), o.hot_keys),
@@ -94,6 +98,7 @@ impl IngressContext {
             ring,
             shared,
             producer,
+            log,
             hot_keys: RefCell::new(hot_keys),
             parser: RefCell::new(parser),
             encode_buf: RefCell::new(BytesMut::with_capacity(ENCODE_CHUNK)),
@@ -409,8 +414,17 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     ctx.return_buffer(raw);
     match decided {
         Ok(reply) => reply,
-        Err(plan) => spill_and_answer(ctx, plan).await,
+        Err(Pending::Spill(plan)) => spill_and_answer(ctx, plan).await,
+        Err(Pending::Commit { chunk, ends }) => commit_and_answer(ctx, chunk, ends).await,
     }
+}
+
+/// What an admitted request still waits for before it can be answered.
+enum Pending {
+    /// The Kafka overflow's acknowledgements.
+    Spill(SpillPlan),
+    /// The write-ahead log's sync; its room in the ring is reserved.
+    Commit { chunk: Bytes, ends: Vec<usize> },
 }
 
 fn body_format(content_type: Option<&hyper::header::HeaderValue>) -> Option<BodyFormat> {
@@ -463,12 +477,13 @@ fn body_error(ctx: &IngressContext, err: BodyError) -> Reply {
 }
 
 /// Parses, validates and admits a complete body. No await: see the module comment. A
-/// request that needs the overflow comes back as its [`SpillPlan`].
+/// request that must wait (for the overflow, or for the write-ahead log) comes back as
+/// what it waits for.
 fn parse_and_admit(
     ctx: &IngressContext,
     body: &mut [u8],
     format: BodyFormat,
-) -> Result<Reply, SpillPlan> {
+) -> Result<Reply, Pending> {
     let metrics = ctx.metrics();
     let received_at_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -510,6 +525,7 @@ fn parse_and_admit(
         &chunk,
         &batch.ends,
         ctx.ring.is_closing(),
+        ctx.log.is_some(),
         overflow,
     ) {
         Ok(Admission::InRing) => {
@@ -518,7 +534,11 @@ fn parse_and_admit(
             ctx.ring.notify_pushed(was_empty);
             Ok(response::accepted(events))
         }
-        Ok(Admission::Spill(plan)) => Err(plan),
+        Ok(Admission::Reserved) => Err(Pending::Commit {
+            chunk,
+            ends: batch.ends.clone(),
+        }),
+        Ok(Admission::Spill(plan)) => Err(Pending::Spill(plan)),
         Err(cause) => {
             drop(ring);
             metrics.events_rejected(EventRejection::Unavailable, events);
@@ -535,7 +555,8 @@ async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
         .as_ref()
         .expect("admission plans a spill only when the overflow is configured");
     let events = plan.events();
-    let result = admission::spill(plan, ctx.shard, &**producer, &ctx.ring).await;
+    let result =
+        admission::spill(plan, ctx.shard, &**producer, &ctx.ring, ctx.log.as_deref()).await;
     let metrics = ctx.metrics();
     match result {
         Ok(spilled) => {
@@ -547,6 +568,27 @@ async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
         }
         Err(cause) => {
             metrics.events_rejected(EventRejection::Unavailable, events);
+            unavailable(ctx, cause)
+        }
+    }
+}
+
+/// Answers 202 once the write-ahead log has synced the request's events.
+async fn commit_and_answer(ctx: &IngressContext, chunk: Bytes, ends: Vec<usize>) -> Reply {
+    let log = ctx
+        .log
+        .as_deref()
+        .expect("admission reserves only when the log is on");
+    let metrics = ctx.metrics();
+    match admission::commit(log, &ctx.ring, &chunk, &ends).await {
+        Ok(()) => {
+            metrics
+                .events_accepted
+                .fetch_add(ends.len() as u64, Relaxed);
+            response::accepted(ends.len())
+        }
+        Err(cause) => {
+            metrics.events_rejected(EventRejection::Unavailable, ends.len());
             unavailable(ctx, cause)
         }
     }

@@ -89,16 +89,32 @@ impl SegmentWriter {
     /// Appends every event of `batch` as one record each, then syncs as the policy says.
     pub async fn append(&mut self, batch: &[Bytes]) -> Result<(), SegmentError> {
         let size: usize = batch.iter().map(|e| framed_len(e.len())).sum();
-        if self.position > 0 && self.position + size as u64 > self.settings.segment_bytes {
-            self.rotate().await?;
-        }
         let mut buf = Vec::with_capacity(size);
         for event in batch {
             append_record(&mut buf, event);
         }
+        self.append_framed(buf).await?;
+        match self.settings.fsync {
+            FsyncPolicy::EachFlush => self.sync().await,
+            FsyncPolicy::Interval(_) => self.sync_if_due().await,
+            FsyncPolicy::Never => Ok(()),
+        }
+    }
+
+    /// Writes records already framed by [`append_record`], all in one segment (a new one
+    /// if they would overflow this one), without syncing.
+    pub async fn append_framed(&mut self, framed: Vec<u8>) -> Result<(), SegmentError> {
+        let size = framed.len();
+        if self.position > 0 && self.position + size as u64 > self.settings.segment_bytes {
+            self.rotate().await?;
+        }
+        if self.file.is_none() {
+            // A failed rotation left no segment open: try again now.
+            self.rotate().await?;
+        }
         let file = self.file.as_ref().expect("a segment is open while writing");
         let written = file
-            .write_at(buf, self.position)
+            .write_at(framed, self.position)
             .await
             .map_err(|e| self.io_error(e.into()))?;
         if written != size {
@@ -109,11 +125,28 @@ impl SegmentWriter {
         }
         self.position += size as u64;
         self.dirty = true;
-        match self.settings.fsync {
-            FsyncPolicy::EachFlush => self.sync().await,
-            FsyncPolicy::Interval(_) => self.sync_if_due().await,
-            FsyncPolicy::Never => Ok(()),
+        Ok(())
+    }
+
+    /// Where the next record will go: (segment sequence, byte offset in it).
+    pub fn position(&self) -> (u64, u64) {
+        (self.next_sequence.saturating_sub(1), self.position)
+    }
+
+    /// Abandons the current segment for a new one after a failed write or sync: the file
+    /// is cut back to `keep` bytes (best effort: what a failed write left must not be read
+    /// back as stored) and never written or synced again.
+    pub async fn abandon_segment(&mut self, keep: u64) -> Result<(), SegmentError> {
+        if let Some(file) = self.file.take() {
+            let _ = file.close().await;
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&self.path) {
+                if f.set_len(keep).and_then(|()| f.sync_all()).is_err() {
+                    tracing::error!(segment = %self.path.display(), "cannot cut back a failed segment");
+                }
+            }
         }
+        self.dirty = false;
+        self.rotate().await
     }
 
     /// For [`FsyncPolicy::Interval`]: syncs if data is waiting and the interval has passed.
@@ -155,7 +188,8 @@ impl SegmentWriter {
         Ok(())
     }
 
-    async fn sync(&mut self) -> Result<(), SegmentError> {
+    /// fdatasync of the current segment.
+    pub async fn sync(&mut self) -> Result<(), SegmentError> {
         if let Some(file) = &self.file {
             file.fdatasync()
                 .await

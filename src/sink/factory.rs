@@ -60,6 +60,9 @@ pub struct SinkSettings {
     pub spool: SpoolSettings,
     pub scylla: ScyllaSettings,
     pub schema: SchemaConfig,
+    /// With durable acknowledgement and the spool sink, the write-ahead log is the spool:
+    /// a shard's sink then has nothing left to store.
+    pub spool_is_log: bool,
     /// Test-only: stall or fail shard sinks while these files exist.
     #[cfg(feature = "test-hooks")]
     pub gate: super::gate::GateFiles,
@@ -124,6 +127,9 @@ impl SinkFactory {
         let data_dir = &self.settings.spool.data_dir;
         let sink = match self.settings.kind {
             SinkKind::Blackhole => AnySink::Blackhole(Blackhole),
+            SinkKind::Spool if self.settings.spool_is_log && matches!(role, SinkRole::Shard(_)) => {
+                AnySink::InLog(Blackhole)
+            }
             SinkKind::Spool => {
                 let (dir, shard) = match role {
                     SinkRole::Shard(id) => (data_dir.clone(), id),
@@ -166,6 +172,8 @@ pub fn dead_letter_dir(data_dir: &std::path::Path) -> PathBuf {
 /// Any sink the factory opens. One `match` per batch, never per event.
 pub enum AnySink {
     Blackhole(Blackhole),
+    /// Events the write-ahead log already stored for good (it is the spool).
+    InLog(Blackhole),
     Spool(SpoolSink),
     Scylla(Box<ScyllaSink>),
     #[cfg(feature = "test-hooks")]
@@ -175,7 +183,7 @@ pub enum AnySink {
 impl Sink for AnySink {
     async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
         match self {
-            AnySink::Blackhole(sink) => sink.write_batch(batch).await,
+            AnySink::Blackhole(sink) | AnySink::InLog(sink) => sink.write_batch(batch).await,
             AnySink::Spool(sink) => sink.write_batch(batch).await,
             AnySink::Scylla(sink) => sink.write_batch(batch).await,
             #[cfg(feature = "test-hooks")]
@@ -185,7 +193,7 @@ impl Sink for AnySink {
 
     async fn tick(&mut self) -> Result<(), SinkError> {
         match self {
-            AnySink::Blackhole(sink) => sink.tick().await,
+            AnySink::Blackhole(sink) | AnySink::InLog(sink) => sink.tick().await,
             AnySink::Spool(sink) => sink.tick().await,
             AnySink::Scylla(sink) => sink.tick().await,
             #[cfg(feature = "test-hooks")]
@@ -195,7 +203,7 @@ impl Sink for AnySink {
 
     async fn close(&mut self) -> Result<(), SinkError> {
         match self {
-            AnySink::Blackhole(sink) => sink.close().await,
+            AnySink::Blackhole(sink) | AnySink::InLog(sink) => sink.close().await,
             AnySink::Spool(sink) => sink.close().await,
             AnySink::Scylla(sink) => sink.close().await,
             #[cfg(feature = "test-hooks")]

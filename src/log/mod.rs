@@ -1,0 +1,459 @@
+//! The write-ahead log: what makes a 202 mean "on this node's disk".
+//!
+//! Each shard appends the events of every admitted request to its own log before the
+//! request is answered, in `DATA_DIR/wal/shard-N/` (or, with the spool sink, in the spool's
+//! own directory: the log then *is* the spool, and no event is written twice). Records are
+//! the segment format every tidegate file shares (`crate::segment`).
+//!
+//! **Group commit.** A request's records join the group being gathered and the request
+//! waits for that group's fdatasync. One committer task per shard writes and syncs a group
+//! at a time; whatever arrives meanwhile forms the next group. An idle shard syncs a lone
+//! request at once: no fixed wait is ever added.
+//!
+//! **Failure.** A failed write or fdatasync fails every request of its group (503
+//! `log_unavailable`: their events are never acknowledged, and never kept, since they reach
+//! the ring only after their sync). The file is abandoned, never synced again and believed
+//! (PostgreSQL's "fsyncgate"); the next group starts a new segment.
+//!
+//! **Checkpoint.** Once the sink has stored a request's events the log no longer needs
+//! them. The checkpoint is the position before which every record is stored; it is saved
+//! beside the segments, segments wholly before it are deleted (except where the log is the
+//! spool), and at start everything after it is replayed into the sink.
+
+mod recovery;
+mod settings;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use event_listener::Event;
+use thiserror::Error;
+
+use crate::observe::{self, Collector, DescriptorEncoder, Histogram};
+use crate::ring::ShardRing;
+use crate::segment::{append_record, framed_len, SegmentError, SegmentWriter};
+use crate::writer::{BatchPolicy, BatchSource};
+
+pub use recovery::{recover, Recovered};
+pub use settings::{AckMode, DurabilitySettings};
+
+/// A position in a shard's log: segment sequence number and byte offset in that segment.
+pub type Position = (u64, u64);
+
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("the write-ahead log could not write or sync: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Segment(#[from] SegmentError),
+    #[error("write-ahead log at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// What a shard's log publishes for `/metrics`.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    syncs: AtomicU64,
+    sync_failures: AtomicU64,
+    events_synced: AtomicU64,
+    bytes_written: AtomicU64,
+    replayed: AtomicU64,
+    skipped_corrupt: AtomicU64,
+    sync_latency: Histogram,
+}
+
+impl LogStats {
+    pub fn replayed(&self, events: usize, skipped: usize) {
+        self.replayed.fetch_add(events as u64, Relaxed);
+        self.skipped_corrupt.fetch_add(skipped as u64, Relaxed);
+    }
+}
+
+/// One group of requests that share a write and a sync.
+#[derive(Default)]
+struct Group {
+    framed: Vec<u8>,
+    events: u64,
+}
+
+/// One shard's log, shared by its connections (which commit) and its committer task.
+pub struct ShardLog {
+    gathering: RefCell<Group>,
+    /// The group being gathered is this one; the committer takes groups in order.
+    open_generation: Cell<u64>,
+    /// Every group up to this one has been written and synced, or has failed.
+    done_generation: Cell<u64>,
+    failed_generations: RefCell<BTreeSet<u64>>,
+    /// Where each written group began, while requests of it may still be unstored.
+    group_starts: RefCell<BTreeMap<u64, Position>>,
+    /// Requests by generation whose events the sink has not stored yet.
+    outstanding: RefCell<BTreeMap<u64, usize>>,
+    /// In ring order: (events, generation) of each request pushed after its sync.
+    in_ring: RefCell<VecDeque<(usize, u64)>>,
+    /// Where the next group will be written.
+    end: Cell<Position>,
+    checkpoint: Cell<Position>,
+    work: Event,
+    synced: Event,
+    closing: Cell<bool>,
+    stats: Arc<LogStats>,
+}
+
+impl ShardLog {
+    fn new(end: Position, checkpoint: Position, stats: Arc<LogStats>) -> Self {
+        ShardLog {
+            gathering: RefCell::new(Group::default()),
+            open_generation: Cell::new(1),
+            done_generation: Cell::new(0),
+            failed_generations: RefCell::new(BTreeSet::new()),
+            group_starts: RefCell::new(BTreeMap::new()),
+            outstanding: RefCell::new(BTreeMap::new()),
+            in_ring: RefCell::new(VecDeque::new()),
+            end: Cell::new(end),
+            checkpoint: Cell::new(checkpoint),
+            work: Event::new(),
+            synced: Event::new(),
+            closing: Cell::new(false),
+            stats,
+        }
+    }
+
+    /// Appends a request's events to the group being gathered and waits for its sync. `Ok` means every
+    /// event is on stable storage; the caller then pushes them into the ring and calls
+    /// [`ShardLog::pushed`]. On `Err` nothing of the request may be kept or acknowledged.
+    pub async fn commit<'e>(
+        &self,
+        events: impl IntoIterator<Item = &'e [u8]>,
+    ) -> Result<u64, LogError> {
+        let generation = self.open_generation.get();
+        {
+            let mut group = self.gathering.borrow_mut();
+            for event in events {
+                append_record(&mut group.framed, event);
+                group.events += 1;
+            }
+        }
+        *self.outstanding.borrow_mut().entry(generation).or_default() += 1;
+        self.work.notify(1);
+        loop {
+            let listener = self.synced.listen();
+            if self.done_generation.get() >= generation {
+                break;
+            }
+            listener.await;
+        }
+        if self.failed_generations.borrow().contains(&generation) {
+            self.release(generation);
+            return Err(LogError::Unavailable(
+                "the group this request joined failed to reach the disk".into(),
+            ));
+        }
+        Ok(generation)
+    }
+
+    /// Records that a committed request's `events` are now in the ring, after all before.
+    pub fn pushed(&self, events: usize, generation: u64) {
+        self.in_ring.borrow_mut().push_back((events, generation));
+    }
+
+    /// Records that a committed request was not pushed after all (shutdown began while it
+    /// waited): its records stay in the log and are replayed at the next start.
+    pub fn abandoned(&self, generation: u64) {
+        // Its records are on disk but the sink will not see them in this run: the
+        // checkpoint must not pass them, so the request stays outstanding.
+        let _ = generation;
+    }
+
+    /// The writer stored the `count` oldest events of the ring.
+    pub fn stored(&self, mut count: usize) {
+        let mut in_ring = self.in_ring.borrow_mut();
+        while count > 0 {
+            let Some(front) = in_ring.front_mut() else {
+                break;
+            };
+            if front.0 <= count {
+                count -= front.0;
+                let (_, generation) = in_ring.pop_front().unwrap();
+                self.release(generation);
+            } else {
+                front.0 -= count;
+                count = 0;
+            }
+        }
+    }
+
+    fn release(&self, generation: u64) {
+        let mut outstanding = self.outstanding.borrow_mut();
+        if let Some(n) = outstanding.get_mut(&generation) {
+            *n -= 1;
+            if *n == 0 {
+                outstanding.remove(&generation);
+            }
+        }
+        let oldest = outstanding.keys().next().copied();
+        drop(outstanding);
+        let mut starts = self.group_starts.borrow_mut();
+        let checkpoint = match oldest {
+            Some(generation) => starts.get(&generation).copied(),
+            None => Some(self.end.get()),
+        };
+        if let Some(checkpoint) = checkpoint {
+            if checkpoint > self.checkpoint.get() {
+                self.checkpoint.set(checkpoint);
+            }
+        }
+        // Starts of groups older than every outstanding request are no longer needed.
+        match oldest {
+            Some(generation) => starts.retain(|g, _| *g >= generation),
+            None => starts.clear(),
+        }
+    }
+
+    /// Everything before this position is stored by the sink.
+    pub fn checkpoint(&self) -> Position {
+        self.checkpoint.get()
+    }
+
+    /// Everything in the log so far is stored (replayed into the sink at start).
+    pub fn all_stored(&self) {
+        self.checkpoint.set(self.end.get());
+    }
+
+    /// Stops the committer once the groups already gathered are synced.
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.work.notify(usize::MAX);
+    }
+}
+
+/// Writes and syncs the gathered groups, one at a time, until closed.
+pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: PathBuf) {
+    let mut saved_checkpoint = log.checkpoint();
+    loop {
+        loop {
+            let listener = log.work.listen();
+            if log.gathering.borrow().events > 0 || log.closing.get() {
+                break;
+            }
+            listener.await;
+        }
+        let group = std::mem::take(&mut *log.gathering.borrow_mut());
+        let generation = log.open_generation.get();
+        if group.events == 0 {
+            // Closing, and nothing more to sync.
+            break;
+        }
+        log.open_generation.set(generation + 1);
+        let started = Instant::now();
+        let bytes = group.framed.len() as u64;
+        let before = segments.position();
+        let result = async {
+            segments.append_framed(group.framed).await?;
+            let start = segments.position();
+            segments.sync().await?;
+            Ok::<_, SegmentError>(start)
+        }
+        .await;
+        match result {
+            Ok(end) => {
+                let start = (end.0, end.1 - bytes);
+                log.group_starts.borrow_mut().insert(generation, start);
+                log.end.set(end);
+                log.stats.syncs.fetch_add(1, Relaxed);
+                log.stats.events_synced.fetch_add(group.events, Relaxed);
+                log.stats.bytes_written.fetch_add(bytes, Relaxed);
+                log.stats.sync_latency.observe(started.elapsed());
+            }
+            Err(err) => {
+                tracing::error!(error = %err, events = group.events, "write-ahead log write or sync failed; its requests get 503");
+                log.stats.sync_failures.fetch_add(1, Relaxed);
+                log.failed_generations.borrow_mut().insert(generation);
+                // A rotation inside append_framed may have moved to a new segment first.
+                let now = segments.position();
+                let keep = if now.0 == before.0 { before.1 } else { 0 };
+                if let Err(err) = segments.abandon_segment(keep).await {
+                    tracing::error!(error = %err, "cannot start a new log segment");
+                }
+            }
+        }
+        log.done_generation.set(generation);
+        log.synced.notify(usize::MAX);
+        let checkpoint = log.checkpoint();
+        if checkpoint != saved_checkpoint {
+            if let Err(err) = recovery::save_checkpoint(&dir, checkpoint) {
+                tracing::warn!(error = %err, "cannot save the log checkpoint");
+            } else {
+                saved_checkpoint = checkpoint;
+            }
+        }
+    }
+    if let Err(err) = segments.close().await {
+        tracing::warn!(error = %err, "closing the write-ahead log");
+    }
+}
+
+/// Saves the checkpoint and deletes segments wholly before it (unless the log is the
+/// store). Called by the shard's writer side after stores, and at shutdown.
+pub fn settle(log: &ShardLog, dir: &Path, keep_segments: bool) {
+    let checkpoint = log.checkpoint();
+    if let Err(err) = recovery::save_checkpoint(dir, checkpoint) {
+        tracing::warn!(error = %err, "cannot save the log checkpoint");
+        return;
+    }
+    if !keep_segments {
+        recovery::delete_before(dir, checkpoint.0);
+    }
+}
+
+/// Opens a shard's log in `dir`: cuts a torn tail, reads the checkpoint, and returns the
+/// log, its writer (for [`run_committer`]) and the records to replay.
+pub async fn open(
+    dir: &Path,
+    settings: &DurabilitySettings,
+    stats: Arc<LogStats>,
+) -> Result<(Rc<ShardLog>, SegmentWriter, Recovered), LogError> {
+    let recovered = recover(dir)?;
+    stats.replayed(0, recovered.skipped);
+    let segments = SegmentWriter::open(settings.segments(dir.to_owned())).await?;
+    let end = segments.position();
+    let checkpoint = recovered.checkpoint.min(end);
+    let log = Rc::new(ShardLog::new(end, checkpoint, stats));
+    Ok((log, segments, recovered))
+}
+
+/// Bytes a record of `len` takes in the log.
+pub fn record_bytes(len: usize) -> usize {
+    framed_len(len)
+}
+
+/// Every shard's log statistics, as one `/metrics` collector.
+#[derive(Debug)]
+pub struct LogsCollector(pub Vec<Arc<LogStats>>);
+
+impl Collector for LogsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let shard = |id: usize| vec![("shard", id.to_string())];
+        let each = |get: fn(&LogStats) -> u64| {
+            self.0
+                .iter()
+                .enumerate()
+                .map(move |(id, s)| (shard(id), get(s)))
+        };
+        observe::counter(
+            &mut encoder,
+            "tidegate_log_syncs",
+            "Write-ahead log groups written and synced.",
+            each(|s| s.syncs.load(Relaxed)),
+        )?;
+        observe::counter(
+            &mut encoder,
+            "tidegate_log_sync_failures",
+            "Log writes or syncs that failed (their requests got 503).",
+            each(|s| s.sync_failures.load(Relaxed)),
+        )?;
+        observe::counter(
+            &mut encoder,
+            "tidegate_log_events",
+            "Events synced to the log (events per sync = this / syncs).",
+            each(|s| s.events_synced.load(Relaxed)),
+        )?;
+        observe::counter(
+            &mut encoder,
+            "tidegate_log_bytes",
+            "Bytes written to the log.",
+            each(|s| s.bytes_written.load(Relaxed)),
+        )?;
+        observe::counter(
+            &mut encoder,
+            "tidegate_log_replayed_events",
+            "Events replayed from the log into the sink at start.",
+            each(|s| s.replayed.load(Relaxed)),
+        )?;
+        observe::counter(
+            &mut encoder,
+            "tidegate_log_corrupt_records",
+            "Damaged log records skipped at start (each reported in the log).",
+            each(|s| s.skipped_corrupt.load(Relaxed)),
+        )?;
+        observe::histogram(
+            &mut encoder,
+            "tidegate_log_sync_seconds",
+            "Time to write and sync one group.",
+            1e6,
+            self.0
+                .iter()
+                .enumerate()
+                .map(|(id, s)| (shard(id), &s.sync_latency)),
+        )
+    }
+}
+
+/// The ring as the writer drains it when the log is on: what the writer stores moves the
+/// log's checkpoint, which is saved (and stored segments deleted) about once a second.
+pub struct LoggedRing {
+    ring: Rc<ShardRing>,
+    log: Rc<ShardLog>,
+    dir: PathBuf,
+    /// The log is the spool itself: its segments are the store, never deleted.
+    keep_segments: bool,
+    settled: Cell<Instant>,
+}
+
+/// How often the checkpoint is saved while the writer stores.
+const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl LoggedRing {
+    pub fn new(ring: Rc<ShardRing>, log: Rc<ShardLog>, dir: PathBuf, keep_segments: bool) -> Self {
+        LoggedRing {
+            ring,
+            log,
+            dir,
+            keep_segments,
+            settled: Cell::new(Instant::now()),
+        }
+    }
+
+    /// Saves the checkpoint now (at shutdown, once the writer has stopped).
+    pub fn settle(&self) {
+        settle(&self.log, &self.dir, self.keep_segments);
+        self.settled.set(Instant::now());
+    }
+}
+
+impl BatchSource for LoggedRing {
+    fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    fn has_full_batch(&self, policy: &BatchPolicy) -> bool {
+        self.ring.has_full_batch(policy)
+    }
+
+    fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
+        self.ring.peek_batch(policy, batch)
+    }
+
+    fn consume(&self, count: usize) {
+        self.ring.consume(count);
+        self.log.stored(count);
+        if self.settled.get().elapsed() >= SETTLE_EVERY {
+            self.settle();
+        }
+    }
+
+    fn listen(&self) -> event_listener::EventListener {
+        self.ring.listen()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.ring.is_closing()
+    }
+}
