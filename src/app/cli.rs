@@ -69,6 +69,10 @@ pub struct Options {
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, value_name = "FILE")]
     test_fail_file: Option<PathBuf>,
+    /// Test-only: write-ahead log syncs fail while this file exists.
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true, value_name = "FILE")]
+    test_fail_sync_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +176,9 @@ pub fn main() -> ExitCode {
                     stall: cli.options.test_stall_file,
                     fail: cli.options.test_fail_file,
                 };
+                if let Some(file) = cli.options.test_fail_sync_file {
+                    let _ = crate::log::FAIL_SYNC_FILE.set(file);
+                }
             }
             super::server::run(config, sinks).context("server failed")
         }

@@ -78,8 +78,12 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
     };
     let (log, writer) = match durable {
         Some((log, segments, dir, keep_segments)) => {
-            let committer =
-                glommio::spawn_local(log::run_committer(log.clone(), segments, dir.clone()));
+            let committer = glommio::spawn_local(log::run_committer(
+                log.clone(),
+                segments,
+                dir.clone(),
+                keep_segments,
+            ));
             let source = Rc::new(LoggedRing::new(
                 ring.clone(),
                 log.clone(),
@@ -149,7 +153,14 @@ async fn open_log(
             .join("wal")
             .join(format!("shard-{id}"))
     };
-    let (log, segments, recovered) = log::open(&dir, &config.durability, stats.clone()).await?;
+    let (log, segments, recovered) = log::open(
+        &dir,
+        &config.durability,
+        config.spool.segment_bytes,
+        log_is_store,
+        stats.clone(),
+    )
+    .await?;
     if !log_is_store && !recovered.records.is_empty() {
         let events = recovered.records.len();
         tracing::info!(

@@ -58,6 +58,11 @@ pub enum LogError {
     },
 }
 
+/// Test-only: every sync fails while this file exists (`--test-fail-sync-file`), as an
+/// fdatasync error would.
+#[cfg(feature = "test-hooks")]
+pub static FAIL_SYNC_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// What a shard's log publishes for `/metrics`.
 #[derive(Debug, Default)]
 pub struct LogStats {
@@ -235,7 +240,12 @@ impl ShardLog {
 }
 
 /// Writes and syncs the gathered groups, one at a time, until closed.
-pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: PathBuf) {
+pub async fn run_committer(
+    log: Rc<ShardLog>,
+    mut segments: SegmentWriter,
+    dir: PathBuf,
+    keep_segments: bool,
+) {
     let mut saved_checkpoint = log.checkpoint();
     loop {
         loop {
@@ -259,6 +269,13 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
             segments.append_framed(group.framed).await?;
             let start = segments.position();
             segments.sync().await?;
+            #[cfg(feature = "test-hooks")]
+            if FAIL_SYNC_FILE.get().is_some_and(|file| file.exists()) {
+                return Err(SegmentError::Io {
+                    path: dir.clone(),
+                    source: std::io::Error::other("injected fdatasync failure (test hook)"),
+                });
+            }
             Ok::<_, SegmentError>(start)
         }
         .await;
@@ -287,7 +304,7 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
         log.done_generation.set(generation);
         log.synced.notify(usize::MAX);
         let checkpoint = log.checkpoint();
-        if checkpoint != saved_checkpoint {
+        if !keep_segments && checkpoint != saved_checkpoint {
             if let Err(err) = recovery::save_checkpoint(&dir, checkpoint) {
                 tracing::warn!(error = %err, "cannot save the log checkpoint");
             } else {
@@ -300,29 +317,33 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
     }
 }
 
-/// Saves the checkpoint and deletes segments wholly before it (unless the log is the
-/// store). Called by the shard's writer side after stores, and at shutdown.
+/// Saves the checkpoint and deletes segments wholly before it; nothing when the log is the
+/// store. Called by the shard's writer side after stores, and at shutdown.
 pub fn settle(log: &ShardLog, dir: &Path, keep_segments: bool) {
+    if keep_segments {
+        return;
+    }
     let checkpoint = log.checkpoint();
     if let Err(err) = recovery::save_checkpoint(dir, checkpoint) {
         tracing::warn!(error = %err, "cannot save the log checkpoint");
         return;
     }
-    if !keep_segments {
-        recovery::delete_before(dir, checkpoint.0);
-    }
+    recovery::delete_before(dir, checkpoint.0);
 }
 
 /// Opens a shard's log in `dir`: cuts a torn tail, reads the checkpoint, and returns the
-/// log, its writer (for [`run_committer`]) and the records to replay.
+/// log, its writer (for [`run_committer`]) and the records to replay (none when
+/// `log_is_store`: the log's records are then the stored events themselves).
 pub async fn open(
     dir: &Path,
     settings: &DurabilitySettings,
+    segment_bytes: u64,
+    log_is_store: bool,
     stats: Arc<LogStats>,
 ) -> Result<(Rc<ShardLog>, SegmentWriter, Recovered), LogError> {
-    let recovered = recover(dir)?;
+    let recovered = recover(dir, !log_is_store)?;
     stats.replayed(0, recovered.skipped);
-    let segments = SegmentWriter::open(settings.segments(dir.to_owned())).await?;
+    let segments = SegmentWriter::open(settings.segments(dir.to_owned(), segment_bytes)).await?;
     let end = segments.position();
     let checkpoint = recovered.checkpoint.min(end);
     let log = Rc::new(ShardLog::new(end, checkpoint, stats));

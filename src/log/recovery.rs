@@ -44,8 +44,9 @@ fn sequence_of(path: &Path) -> Option<u64> {
         .ok()
 }
 
-/// Reads the log in `dir` (created if missing).
-pub fn recover(dir: &Path) -> Result<Recovered, LogError> {
+/// Reads the log in `dir` (created if missing). Without `collect`, only the last segment is
+/// read, to cut its torn tail: the records themselves are not needed.
+pub fn recover(dir: &Path, collect: bool) -> Result<Recovered, LogError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let checkpoint = read_checkpoint(dir)?;
     let mut recovered = Recovered {
@@ -62,14 +63,14 @@ pub fn recover(dir: &Path) -> Result<Recovered, LogError> {
         let Some(sequence) = sequence_of(file) else {
             continue;
         };
-        if sequence < checkpoint.0 {
+        if sequence < checkpoint.0 || (!collect && Some(i) != last) {
             continue;
         }
         let data = std::fs::read(file).map_err(io(file))?;
         for found in Scanner::new(&data) {
             match found {
                 Found::Record { offset, payload } => {
-                    if (sequence, offset as u64) >= checkpoint {
+                    if collect && (sequence, offset as u64) >= checkpoint {
                         recovered.records.push(Bytes::copy_from_slice(payload));
                     }
                 }
@@ -158,7 +159,7 @@ mod tests {
             let len = std::fs::metadata(&path).unwrap().len() as usize;
             let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
             f.set_len((len - cut) as u64).unwrap();
-            let recovered = recover(dir.path()).unwrap();
+            let recovered = recover(dir.path(), true).unwrap();
             assert_eq!(
                 recovered.records,
                 vec![Bytes::from_static(b"first")],
@@ -170,7 +171,7 @@ mod tests {
                 whole,
                 "cut {cut}: the tail is gone from the file"
             );
-            assert_eq!(recover(dir.path()).unwrap().torn_bytes, 0, "cut once");
+            assert_eq!(recover(dir.path(), true).unwrap().torn_bytes, 0, "cut once");
         }
     }
 
@@ -183,7 +184,7 @@ mod tests {
         data[second + 13] ^= 0xff; // a payload byte of "two"
         std::fs::write(&path, data).unwrap();
         write_segment(dir.path(), 1, &[b"four"]);
-        let recovered = recover(dir.path()).unwrap();
+        let recovered = recover(dir.path(), true).unwrap();
         assert_eq!(
             recovered.records,
             ["one", "three", "four"].map(|s| Bytes::copy_from_slice(s.as_bytes()))
@@ -196,12 +197,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_segment(dir.path(), 3, &[b"stored", b"not yet"]);
         save_checkpoint(dir.path(), (3, framed_len(6) as u64)).unwrap();
-        let recovered = recover(dir.path()).unwrap();
+        let recovered = recover(dir.path(), true).unwrap();
         assert_eq!(recovered.records, vec![Bytes::from_static(b"not yet")]);
         write_segment(dir.path(), 2, &[b"old"]);
         delete_before(dir.path(), 3);
         assert_eq!(segment_files(dir.path()).unwrap().len(), 1);
         std::fs::write(dir.path().join(CHECKPOINT_FILE), "garbage").unwrap();
-        assert_eq!(recover(dir.path()).unwrap().records.len(), 2, "replay all");
+        assert_eq!(
+            recover(dir.path(), true).unwrap().records.len(),
+            2,
+            "replay all"
+        );
     }
 }

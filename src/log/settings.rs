@@ -20,15 +20,12 @@ pub enum AckMode {
 #[serde(deny_unknown_fields, default)]
 pub struct DurabilitySettings {
     pub ack: AckMode,
-    /// Log segments rotate before they would grow past this.
-    pub segment_bytes: u64,
 }
 
 impl Default for DurabilitySettings {
     fn default() -> Self {
         DurabilitySettings {
             ack: AckMode::Durable,
-            segment_bytes: 64 << 20,
         }
     }
 }
@@ -38,19 +35,13 @@ impl DurabilitySettings {
         self.ack == AckMode::Durable
     }
 
-    /// The first rule these settings break, as (key, message).
-    pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
-        if self.segment_bytes == 0 {
-            return Err(("durability.segment_bytes", "must be greater than 0"));
-        }
-        Ok(())
-    }
-
-    /// Log segments in `dir`. The log syncs each group itself, never on a timer.
-    pub fn segments(&self, dir: PathBuf) -> SegmentSettings {
+    /// Log segments of `segment_bytes` in `dir` (the size the spool's segments have:
+    /// with the spool sink they are the same files). The log syncs each group itself,
+    /// never on a timer.
+    pub fn segments(&self, dir: PathBuf, segment_bytes: u64) -> SegmentSettings {
         SegmentSettings {
             dir,
-            segment_bytes: self.segment_bytes,
+            segment_bytes,
             fsync: FsyncPolicy::Never,
         }
     }

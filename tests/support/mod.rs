@@ -41,6 +41,11 @@ impl Server {
         Server::launch(tempfile::tempdir().unwrap(), data_dir.to_owned(), args, &[])
     }
 
+    /// Like [`Server::start_in`], with extra environment variables for the server.
+    pub fn start_in_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::launch(tempfile::tempdir().unwrap(), data_dir.to_owned(), args, env)
+    }
+
     fn launch(
         dir: tempfile::TempDir,
         data_dir: PathBuf,

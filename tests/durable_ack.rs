@@ -1,0 +1,234 @@
+//! Durable acknowledgement: a 202 means the events are on this node's disk, whatever
+//! happens to the process next. Real processes, real files, `kill -9`.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::testnode::TestNode;
+use support::{event, event_ids, uuid, Server};
+
+/// What the clients were told was kept: client-set event_ids, and the user_ids of events
+/// sent without an event_id (each such event has a user_id of its own).
+#[derive(Default)]
+struct Acknowledged {
+    ids: BTreeSet<String>,
+    generated_users: BTreeSet<String>,
+}
+
+/// Runs `clients` threads against `addr` until `stop`: arrays of 10 events with client-set
+/// ids, and single events whose id the server generates.
+fn load(
+    addr: SocketAddr,
+    clients: u32,
+    series: u32,
+    stop: &Arc<AtomicBool>,
+) -> (Arc<Mutex<Acknowledged>>, Vec<std::thread::JoinHandle<()>>) {
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+    let threads = (0..clients)
+        .map(|client| {
+            let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30)
+                {
+                    n += 1;
+                    let (body, ids, user) = if n.is_multiple_of(4) {
+                        let user = format!("gen-{series}-{client}-{n}");
+                        let body = format!(
+                            r#"{{"user_id":"{user}","event_type":"t","event_time":"2024-05-01T12:00:00Z"}}"#
+                        );
+                        (body, Vec::new(), Some(user))
+                    } else {
+                        let ids: Vec<String> = (0..10)
+                            .map(|k| uuid(series * 100 + client, n * 10 + k))
+                            .collect();
+                        let body = support::json_array(
+                            ids.iter().map(|id| event(&format!("c{client}"), id)),
+                        );
+                        (body, ids, None)
+                    };
+                    let Some(r) = support::try_request(
+                        addr,
+                        "POST",
+                        "/v1/events",
+                        &[("content-type", "application/json")],
+                        body.as_bytes(),
+                    ) else {
+                        break;
+                    };
+                    if r.status == 202 {
+                        let mut acknowledged = acknowledged.lock().unwrap();
+                        acknowledged.ids.extend(ids);
+                        acknowledged.generated_users.extend(user);
+                    }
+                }
+            })
+        })
+        .collect();
+    (acknowledged, threads)
+}
+
+fn users(events: &[serde_json::Value]) -> BTreeSet<String> {
+    events
+        .iter()
+        .map(|e| e["user_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn assert_all_stored(acknowledged: &Acknowledged, events: &[serde_json::Value], what: &str) {
+    let stored = event_ids(events);
+    let lost: Vec<_> = acknowledged.ids.difference(&stored).take(5).collect();
+    assert!(
+        lost.is_empty(),
+        "{what}: acknowledged but not stored: {lost:?}"
+    );
+    let stored_users = users(events);
+    let lost: Vec<_> = acknowledged
+        .generated_users
+        .difference(&stored_users)
+        .take(5)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{what}: acknowledged (generated id) but not stored: {lost:?}"
+    );
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_event() {
+    for round in 0..6u32 {
+        let shards = if round % 2 == 0 { "1" } else { "2" };
+        let mut server = Server::start(&["--shards", shards]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acknowledged, clients) = load(server.addr, 6, round, &stop);
+        std::thread::sleep(Duration::from_millis(600 + 150 * u64::from(round)));
+        server.stop_with("KILL");
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.join().unwrap();
+        }
+        let acknowledged = acknowledged.lock().unwrap();
+        let count = acknowledged.ids.len() + acknowledged.generated_users.len();
+        assert!(count > 1000, "round {round}: load was applied: {count}");
+        let (events, _) = server.spool_cat();
+        assert_all_stored(
+            &acknowledged,
+            &events,
+            &format!("round {round}, {shards} shards"),
+        );
+
+        // The next start cuts any torn tail and serves; nothing acknowledged goes missing.
+        let mut restarted = Server::start_in(&server.data_dir, &["--shards", shards]);
+        let r = restarted.post_json(&event("after", &uuid(99, u64::from(round))));
+        assert_eq!(r.status, 202, "{}", r.text());
+        restarted.terminate();
+        let (events, _) = restarted.spool_cat();
+        assert_all_stored(
+            &acknowledged,
+            &events,
+            &format!("round {round} after restart"),
+        );
+    }
+}
+
+#[test]
+fn memory_acknowledgement_is_still_there_for_those_who_choose_it() {
+    let mut server = Server::start(&["--shards", "1", "--ack", "memory"]);
+    let r = server.post_json(&event("m", &uuid(98, 1)));
+    assert_eq!(r.status, 202);
+    assert_eq!(
+        server.metric("tidegate_log_syncs_total"),
+        0,
+        "no log in memory mode"
+    );
+    server.terminate();
+    assert_eq!(event_ids(&server.spool_cat().0).len(), 1);
+}
+
+#[test]
+fn a_failed_sync_is_503_log_unavailable_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = dir.path().join("fail-sync");
+    let mut server = Server::start(&[
+        "--shards",
+        "1",
+        "--test-fail-sync-file",
+        fail.to_str().unwrap(),
+    ]);
+    let ok = uuid(97, 1);
+    assert_eq!(server.post_json(&event("f", &ok)).status, 202);
+    std::fs::write(&fail, b"").unwrap();
+    let refused: Vec<String> = (2..6).map(|n| uuid(97, n)).collect();
+    for id in &refused {
+        let r = server.post_json(&event("f", id));
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert_eq!(r.json()["cause"], "log_unavailable", "{}", r.text());
+        assert!(r.header("retry-after").is_some());
+    }
+    assert_eq!(server.metric("tidegate_log_sync_failures_total"), 4);
+    std::fs::remove_file(&fail).unwrap();
+    let after = uuid(97, 9);
+    assert_eq!(server.post_json(&event("f", &after)).status, 202);
+    server.terminate();
+    let stored = event_ids(&server.spool_cat().0);
+    assert_eq!(
+        stored,
+        BTreeSet::from([ok, after]),
+        "nothing of a request answered 503 is kept"
+    );
+}
+
+#[test]
+fn the_log_is_replayed_into_scylla_after_kill_9() {
+    let node = TestNode::start(1, 2);
+    node.apply_schema();
+    let contact = format!("127.0.0.1:{}", node.port);
+    let dir = tempfile::tempdir().unwrap();
+    let stall = dir.path().join("stall");
+    let env = [("TIDEGATE_SCYLLA_CONTACT_POINTS", contact.as_str())];
+    // The sink stalls: events are acknowledged from the log alone.
+    std::fs::write(&stall, b"").unwrap();
+    let mut server = Server::start_with_env(
+        &[
+            "--shards",
+            "2",
+            "--sink",
+            "scylla",
+            "--test-stall-file",
+            stall.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let ids: Vec<String> = (0..300).map(|n| uuid(96, n)).collect();
+    for chunk in ids.chunks(30) {
+        let body = support::json_array(chunk.iter().map(|id| event("s", id)));
+        assert_eq!(server.post_json(&body).status, 202);
+    }
+    server.stop_with("KILL");
+    assert!(
+        node.stored_event_ids().is_empty(),
+        "the stalled sink stored nothing before the kill"
+    );
+    std::fs::remove_file(&stall).unwrap();
+
+    let mut restarted = Server::start_in_with_env(
+        &server.data_dir,
+        &["--shards", "2", "--sink", "scylla"],
+        &env,
+    );
+    let stored = node.stored_event_ids();
+    let expected: BTreeSet<String> = ids.into_iter().collect();
+    assert_eq!(
+        stored.intersection(&expected).count(),
+        expected.len(),
+        "replayed before serving"
+    );
+    assert_eq!(restarted.metric("tidegate_log_replayed_events_total"), 300);
+    restarted.terminate();
+}
