@@ -232,3 +232,54 @@ fn the_log_is_replayed_into_scylla_after_kill_9() {
     assert_eq!(restarted.metric("tidegate_log_replayed_events_total"), 300);
     restarted.terminate();
 }
+
+#[test]
+fn a_stop_with_the_sink_down_leaves_the_rest_in_the_log_for_the_next_start() {
+    let node = TestNode::start(1, 2);
+    node.apply_schema();
+    let contact = format!("127.0.0.1:{}", node.port);
+    let dir = tempfile::tempdir().unwrap();
+    let fail = dir.path().join("fail");
+    let env = [("TIDEGATE_SCYLLA_CONTACT_POINTS", contact.as_str())];
+    std::fs::write(&fail, b"").unwrap();
+    let mut server = Server::start_with_env(
+        &[
+            "--shards",
+            "1",
+            "--sink",
+            "scylla",
+            "--test-fail-file",
+            fail.to_str().unwrap(),
+        ],
+        &env,
+    );
+    let ids: Vec<String> = (0..200).map(|n| uuid(95, n)).collect();
+    for chunk in ids.chunks(20) {
+        let body = support::json_array(chunk.iter().map(|id| event("d", id)));
+        assert_eq!(server.post_json(&body).status, 202);
+    }
+    let started = Instant::now();
+    assert!(server.terminate().success(), "the stop completes");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "within the grace period: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        node.stored_event_ids().is_empty(),
+        "the sink stored nothing"
+    );
+
+    std::fs::remove_file(&fail).unwrap();
+    let mut restarted = Server::start_in_with_env(
+        &server.data_dir,
+        &["--shards", "1", "--sink", "scylla"],
+        &env,
+    );
+    let stored = node.stored_event_ids();
+    assert!(
+        ids.iter().all(|id| stored.contains(id)),
+        "the next start delivered everything"
+    );
+    restarted.terminate();
+}

@@ -409,9 +409,10 @@ fn drain_standalone(
     (drained, stderr)
 }
 
-/// A stop while the sink fails for good: without an overflow the writer would retry
-/// forever; with one, each batch the sink refuses is spilled, the server exits, and the
-/// drain delivers every accepted event later.
+/// A stop while the sink fails for good, with memory acknowledgement: without an
+/// overflow the writer would retry forever; with one, each batch the sink refuses is
+/// spilled, the server exits, and the drain delivers every accepted event later. (With
+/// durable acknowledgement those events stay in the log instead: tests/durable_ack.rs.)
 #[test]
 fn a_stop_with_a_failing_sink_hands_the_ring_to_the_overflow() {
     let broker = Broker::start();
@@ -419,7 +420,14 @@ fn a_stop_with_a_failing_sink_hands_the_ring_to_the_overflow() {
     let fail = dir.path().join("fail");
     std::fs::write(&fail, b"").unwrap();
     let mut server = Server::start_with_env(
-        &["--shards", "1", "--test-fail-file", fail.to_str().unwrap()],
+        &[
+            "--shards",
+            "1",
+            "--ack",
+            "memory",
+            "--test-fail-file",
+            fail.to_str().unwrap(),
+        ],
         &[
             ("TIDEGATE_KAFKA_BROKERS", &broker.address()),
             ("TIDEGATE_KAFKA_PARTITIONS", "2"),

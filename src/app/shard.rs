@@ -17,13 +17,13 @@ use socket2::Socket;
 use super::config::Config;
 use crate::event::BatchParser;
 use crate::ingress::{self, IngressContext, Shared};
-use crate::log::{self, LogError, LogStats, LoggedRing, ShardLog};
+use crate::log::{self, LeaveInLog, LogError, LogStats, LoggedRing, ShardLog};
 use crate::overflow::{HotKeys, OverflowProducer, ShardOverflow};
 use crate::ring::{RingLoad, ShardRing};
 use crate::segment::SegmentWriter;
 use crate::sink::{spool, AnySink, SinkError, SinkFactory, SinkKind, SinkRole};
 use crate::writer::{
-    self, store_with_retries, Backoff, BatchSource, NoFallback, Retry, WriterStats,
+    self, store_with_retries, Backoff, BatchSource, Fallback, NoFallback, Retry, WriterStats,
 };
 
 /// What a shard needs from the process.
@@ -90,11 +90,17 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
                 dir,
                 keep_segments,
             ));
-            let writer = spawn_writer(id, &source, sink, &config, writer_stats, producer.clone());
+            // What the sink refuses at shutdown stays in the log, whatever the overflow.
+            let writer = spawn_writer(id, &source, sink, &config, writer_stats, Some(LeaveInLog));
             (Some((log, committer, source)), writer)
         }
         None => {
-            let writer = spawn_writer(id, &ring, sink, &config, writer_stats, producer.clone());
+            let writer = match producer.clone() {
+                Some(producer) => {
+                    spawn_writer(id, &ring, sink, &config, writer_stats, Some(producer))
+                }
+                None => spawn_writer(id, &ring, sink, &config, writer_stats, None::<NoFallback>),
+            };
             (None, writer)
         }
     };
@@ -202,13 +208,13 @@ fn hot_keys(config: &Config) -> Option<HotKeys> {
 /// flushing one batch while each connection pushes a request: under load the ring filled
 /// and clients got 503s while the disk idled. In its own queue with equal shares it gets
 /// half the core whenever it has work.
-fn spawn_writer<B: BatchSource + 'static>(
+fn spawn_writer<B: BatchSource + 'static, F: Fallback + 'static>(
     id: usize,
     ring: &Rc<B>,
     sink: AnySink,
     config: &Config,
     stats: Arc<WriterStats>,
-    overflow: Option<Arc<OverflowProducer>>,
+    fallback: Option<F>,
 ) -> glommio::Task<Result<(), SinkError>> {
     let (ring, policy) = (ring.clone(), config.batch_policy());
     let queue = glommio::executor().create_task_queue(
@@ -216,17 +222,8 @@ fn spawn_writer<B: BatchSource + 'static>(
         Latency::Matters(WRITER_LATENCY),
         "writer",
     );
-    let spawned = match overflow {
-        Some(producer) => glommio::spawn_local_into(
-            writer::run(id, ring, sink, policy, stats, Some(producer)),
-            queue,
-        ),
-        None => glommio::spawn_local_into(
-            writer::run(id, ring, sink, policy, stats, None::<NoFallback>),
-            queue,
-        ),
-    };
-    spawned.expect("the writer's task queue was just created on this executor")
+    glommio::spawn_local_into(writer::run(id, ring, sink, policy, stats, fallback), queue)
+        .expect("the writer's task queue was just created on this executor")
 }
 
 /// The writer's shares, equal to those of the default queue the connections run in.

@@ -195,6 +195,24 @@ impl ShardLog {
         }
     }
 
+    /// The `count` oldest events of the ring leave it unstored, at shutdown: their records
+    /// stay outstanding, so the checkpoint stops before them.
+    pub fn left_in_log(&self, mut count: usize) {
+        let mut in_ring = self.in_ring.borrow_mut();
+        while count > 0 {
+            let Some(front) = in_ring.front_mut() else {
+                break;
+            };
+            if front.0 <= count {
+                count -= front.0;
+                in_ring.pop_front();
+            } else {
+                front.0 -= count;
+                count = 0;
+            }
+        }
+    }
+
     fn release(&self, generation: u64) {
         let mut outstanding = self.outstanding.borrow_mut();
         if let Some(n) = outstanding.get_mut(&generation) {
@@ -428,6 +446,21 @@ pub struct LoggedRing {
     settled: Cell<Instant>,
 }
 
+/// At shutdown, a batch the sink refuses stays in the log for the next start: a stop
+/// never waits on a dead sink, and loses nothing.
+pub struct LeaveInLog;
+
+impl crate::writer::Fallback for LeaveInLog {
+    async fn take(&self, shard: usize, batch: &[bytes::Bytes]) -> bool {
+        tracing::warn!(
+            shard,
+            events = batch.len(),
+            "shutting down with the sink failing: the batch stays in the log for the next start"
+        );
+        true
+    }
+}
+
 /// How often the checkpoint is saved while the writer stores.
 const SETTLE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -468,6 +501,12 @@ impl BatchSource for LoggedRing {
         if self.settled.get().elapsed() >= SETTLE_EVERY {
             self.settle();
         }
+    }
+
+    fn consume_unstored(&self, count: usize) {
+        // Left in the log: the checkpoint does not pass them, the next start replays them.
+        self.ring.consume(count);
+        self.log.left_in_log(count);
     }
 
     fn listen(&self) -> event_listener::EventListener {

@@ -48,6 +48,10 @@ pub trait BatchSource {
     fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<Bytes>) -> usize;
     /// Removes the `count` oldest events, which are stored.
     fn consume(&self, count: usize);
+    /// Removes the `count` oldest events, which a [`Fallback`] took instead of the sink.
+    fn consume_unstored(&self, count: usize) {
+        self.consume(count)
+    }
     /// A future that completes at the next push or close; create it *before* checking the
     /// condition it waits for, so a push in between is not missed.
     fn listen(&self) -> event_listener::EventListener;
