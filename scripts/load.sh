@@ -4,10 +4,11 @@
 #   scripts/load.sh [DURATION_SECONDS] [REPEATS]
 #
 # Builds release binaries, then for each wrk scenario (bench/wrk/*.lua) runs the baseline
-# (hyper on one tokio thread answering 202), tidegate with the blackhole sink and tidegate
-# with the spool sink, each on CPU 0 with wrk on CPU 1, REPEATS times each, interleaved so
-# drift in the machine hits all targets alike. Prints medians and the ratio to the
-# baseline, and writes the table to bench/results/load-<date>.md.
+# (hyper on one tokio thread answering 202) and tidegate with the blackhole and the spool
+# sink, each with durable acknowledgement (the default) and with `--ack memory`, each on
+# CPU 0 with wrk on CPU 1, REPEATS times each, interleaved so drift in the machine hits all
+# targets alike. Prints medians, the ratio to the baseline and durable against memory, and
+# writes the table to bench/results/load-<date>.md. SCENARIOS and TARGETS narrow a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
@@ -27,10 +28,13 @@ start() { # start NAME -> prints the address once the server announced it
   local name=$1 out="$work/$1.out"
   case $name in
     baseline) taskset -c "$server_cpu" target/release/examples/baseline-server 127.0.0.1:0 >"$out" 2>&1 & ;;
-    blackhole|spool)
+    blackhole|spool|blackhole-memory|spool-memory)
       rm -rf "$work/data"
+      local ack=durable
+      [[ $name == *-memory ]] && ack=memory
       taskset -c "$server_cpu" target/release/tidegate --listen 127.0.0.1:0 --shards 1 \
-        --sink "$name" --data-dir "$work/data" --log-level warn >"$out" 2>&1 & ;;
+        --sink "${name%-memory}" --ack "$ack" --data-dir "$work/data" --log-level warn \
+        >"$out" 2>&1 & ;;
   esac
   echo $! >"$work/$name.pid"
   for _ in $(seq 100); do
@@ -48,10 +52,12 @@ to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 declare -A events_per_request=([single]=1 [batch100]=100 [many_users]=1)
+scenarios=(${SCENARIOS:-single batch100 many_users})
+targets=(${TARGETS:-baseline blackhole blackhole-memory spool spool-memory})
 results="$work/results.tsv"
-for scenario in single batch100 many_users; do
+for scenario in "${scenarios[@]}"; do
   for run in $(seq "$repeats"); do
-    for target in baseline blackhole spool; do
+    for target in "${targets[@]}"; do
       url=$(start "$target")
       taskset -c "$load_cpu" wrk -t1 -c"$connections" -d"${duration}s" --latency \
         -s "bench/wrk/$scenario.lua" "$url/v1/events" >"$work/wrk.txt" 2>&1 || true
@@ -73,16 +79,30 @@ out="bench/results/load-$(date -u +%Y%m%d-%H%M).md"
   echo "Server pinned to CPU $server_cpu, wrk (1 thread, $connections connections, ${duration}s) to CPU $load_cpu; median of $repeats interleaved runs."
   echo "Command: \`scripts/load.sh $duration $repeats\`"
   echo
+  echo "Targets without \`-memory\` run with durable acknowledgement (the default)."
+  echo
   echo "| scenario | target | requests/s | events/s | p50 µs | p99 µs | non-2xx | ratio to baseline (req/s) |"
   echo "|---|---|---|---|---|---|---|---|"
-  for scenario in single batch100 many_users; do
+  for scenario in "${scenarios[@]}"; do
     base=$(awk -F'\t' -v s="$scenario" '$1 == s && $2 == "baseline" { print $4 }' "$results" | median)
-    for target in baseline blackhole spool; do
+    for target in "${targets[@]}"; do
       sel() { awk -F'\t' -v s="$scenario" -v t="$target" -v c="$1" '$1 == s && $2 == t { print $c }' "$results" | median; }
       rps=$(sel 4); p50=$(sel 5); p99=$(sel 6); bad=$(sel 7)
       eps=$(awk -v r="$rps" -v n="${events_per_request[$scenario]}" 'BEGIN { printf "%.0f", r * n }')
       ratio=$(awk -v r="$rps" -v b="$base" 'BEGIN { printf "%.2f", r / b }')
       echo "| $scenario | $target | $rps | $eps | $p50 | $p99 | $bad | $ratio |"
+    done
+  done
+  echo
+  echo "Durable against memory acknowledgement (median requests/s, and every round's range):"
+  echo
+  for scenario in "${scenarios[@]}"; do
+    for sink in blackhole spool; do
+      d=$(awk -F'\t' -v s="$scenario" -v t="$sink" '$1 == s && $2 == t { print $4 }' "$results" | median)
+      m=$(awk -F'\t' -v s="$scenario" -v t="$sink-memory" '$1 == s && $2 == t { print $4 }' "$results" | median)
+      [[ -n $d && -n $m ]] || continue
+      range=$(awk -F'\t' -v s="$scenario" -v t="$sink" '$1 == s && $2 == t { print $4 }' "$results" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { print lo "–" hi }')
+      echo "- $scenario, $sink: $(awk -v d="$d" -v m="$m" 'BEGIN { printf "%.2f", d / m }')× (durable $d req/s, rounds $range; memory $m)"
     done
   done
 } | tee "$out"

@@ -121,9 +121,12 @@ pub async fn run<B: BatchSource, S: Sink, F: Fallback>(
         let started = Instant::now();
         let stored =
             write_until_stored(shard, &mut sink, &batch, &stats, &*buffer, &fallback).await;
-        buffer.consume(batch.len());
-        if stored == Stored::InSink {
-            stats.flushed(batch.len(), bytes, started.elapsed());
+        match stored {
+            Stored::InSink => {
+                buffer.consume(batch.len());
+                stats.flushed(batch.len(), bytes, started.elapsed());
+            }
+            Stored::InFallback => buffer.consume_unstored(batch.len()),
         }
         batch.clear();
     }
