@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by callgrind: repeatable where timings are not.
 #
-#   scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
+#   [ACK=memory|durable] scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
 #
 # Starts BINARY (default target/release/tidegate) under callgrind with one shard and the
 # blackhole sink (or the baseline server, if BINARY is baseline-server), sends REQUESTS requests of bench/wrk/SCENARIO.lua's body on one
@@ -29,6 +29,8 @@ count_once() {
     args=(127.0.0.1:0)   # the same-run baseline: bench/baseline_server.rs
   else
     args=(--listen 127.0.0.1:0 --shards 1 --sink blackhole --log-level warn --data-dir "$work/data")
+    # ACK=memory or ACK=durable picks the acknowledgement (binaries before it had none).
+    [[ -n ${ACK:-} ]] && args+=(--ack "$ACK")
   fi
   TIDEGATE_BATCH_MAX_EVENTS=500 TIDEGATE_BATCH_MAX_DELAY_MS=3600000 \
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$binary" "${args[@]}" \
