@@ -283,3 +283,136 @@ fn a_stop_with_the_sink_down_leaves_the_rest_in_the_log_for_the_next_start() {
     );
     restarted.terminate();
 }
+
+/// Cuts every shard's log back to the length it had at its last sync, as a power loss
+/// would: the page cache's unsynced writes are gone, later segments never existed.
+fn lose_unsynced_writes(data_dir: &std::path::Path) -> usize {
+    let mut cut = 0;
+    for shard in std::fs::read_dir(data_dir).unwrap() {
+        let shard = shard.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(shard.join("synced-position")) else {
+            continue;
+        };
+        let mut words = text.split_whitespace().map(|w| w.parse::<u64>().unwrap());
+        let (sequence, length) = (words.next().unwrap(), words.next().unwrap());
+        for segment in std::fs::read_dir(&shard).unwrap() {
+            let segment = segment.unwrap().path();
+            let Some(n) = segment
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            let len = std::fs::metadata(&segment).unwrap().len();
+            if n > sequence {
+                cut += len as usize;
+                std::fs::remove_file(&segment).unwrap();
+            } else if n == sequence && len > length {
+                cut += (len - length) as usize;
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&segment)
+                    .unwrap();
+                f.set_len(length).unwrap();
+            }
+        }
+    }
+    cut
+}
+
+#[test]
+fn power_loss_after_the_last_sync_loses_nothing_acknowledged() {
+    for round in 0..2u32 {
+        let shards = if round == 0 { "1" } else { "2" };
+        let mut server = Server::start(&["--shards", shards, "--test-record-synced"]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (acknowledged, clients) = load(server.addr, 6, 50 + round, &stop);
+        std::thread::sleep(Duration::from_millis(700));
+        server.stop_with("KILL");
+        stop.store(true, Ordering::Relaxed);
+        for client in clients {
+            client.join().unwrap();
+        }
+        lose_unsynced_writes(&server.data_dir);
+        let acknowledged = acknowledged.lock().unwrap();
+        assert!(acknowledged.ids.len() > 1000, "load was applied");
+        let mut restarted = Server::start_in(&server.data_dir, &["--shards", shards]);
+        restarted.terminate();
+        let (events, _) = restarted.spool_cat();
+        assert_all_stored(
+            &acknowledged,
+            &events,
+            &format!("power loss, {shards} shards"),
+        );
+    }
+}
+
+/// Mounts a tmpfs of `bytes` at a fresh directory; `None` (with a message) where mounting
+/// is not permitted.
+fn small_tmpfs(bytes: u64) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("disk");
+    std::fs::create_dir(&mount).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(&mount)
+        .status();
+    match status {
+        Ok(s) if s.success() => Some((dir, mount)),
+        _ => {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            None
+        }
+    }
+}
+
+fn unmount(mount: &std::path::Path) {
+    let _ = std::process::Command::new("umount").arg(mount).status();
+}
+
+#[test]
+fn a_full_disk_is_503_never_202_and_recovers_when_space_returns() {
+    let Some((_dir, mount)) = small_tmpfs(2 << 20) else {
+        return;
+    };
+    let data = mount.join("data");
+    // Most of the disk is taken by something else.
+    let filler = mount.join("filler");
+    std::fs::write(&filler, vec![0u8; 1900 * 1024]).unwrap();
+    let mut server = Server::start_in(&data, &["--shards", "1"]);
+    let mut acknowledged = BTreeSet::new();
+    let mut refused = BTreeSet::new();
+    let mut statuses = Vec::new();
+    for n in 0..200u64 {
+        let ids: Vec<String> = (0..20).map(|k| uuid(90, n * 20 + k)).collect();
+        let body = support::json_array(ids.iter().map(|id| event("disk", id)));
+        let r = server.post_json(&body);
+        statuses.push(r.status);
+        match r.status {
+            202 => acknowledged.extend(ids),
+            503 => {
+                assert_eq!(r.json()["cause"], "log_unavailable", "{}", r.text());
+                refused.extend(ids);
+            }
+            other => panic!("unexpected {other}: {}", r.text()),
+        }
+    }
+    assert!(!refused.is_empty(), "the disk filled: {statuses:?}");
+    assert!(!acknowledged.is_empty());
+    // Space returns: the edge takes requests again.
+    std::fs::remove_file(&filler).unwrap();
+    let after = uuid(90, 99_999);
+    let r = server.post_json(&event("disk", &after));
+    assert_eq!(r.status, 202, "{}", r.text());
+    acknowledged.insert(after);
+    server.terminate();
+    let stored = event_ids(&server.spool_cat().0);
+    let lost: Vec<_> = acknowledged.difference(&stored).take(3).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    let kept: Vec<_> = refused.intersection(&stored).take(3).collect();
+    assert!(kept.is_empty(), "answered 503 but stored: {kept:?}");
+    drop(server);
+    unmount(&mount);
+}

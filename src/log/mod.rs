@@ -63,6 +63,12 @@ pub enum LogError {
 #[cfg(feature = "test-hooks")]
 pub static FAIL_SYNC_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
+/// Test-only: after every sync, the synced length of the log is written to
+/// `synced-position` beside its segments (`--test-record-synced`), so that a test can cut
+/// the files back to it, as a power loss would lose what was never synced.
+#[cfg(feature = "test-hooks")]
+pub static RECORD_SYNCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 /// What a shard's log publishes for `/metrics`.
 #[derive(Debug, Default)]
 pub struct LogStats {
@@ -73,6 +79,11 @@ pub struct LogStats {
     replayed: AtomicU64,
     skipped_corrupt: AtomicU64,
     sync_latency: Histogram,
+    /// Events synced to the log that the sink has not stored yet: the checkpoint's lag.
+    unstored_events: AtomicU64,
+    /// Segments the log keeps, and their bytes, as of the last checkpoint.
+    segments: AtomicU64,
+    segment_bytes: AtomicU64,
 }
 
 impl LogStats {
@@ -139,12 +150,14 @@ impl ShardLog {
         events: impl IntoIterator<Item = &'e [u8]>,
     ) -> Result<u64, LogError> {
         let generation = self.open_generation.get();
+        let mut events_in_request = 0;
         {
             let mut group = self.gathering.borrow_mut();
             for event in events {
                 append_record(&mut group.framed, event);
-                group.events += 1;
+                events_in_request += 1;
             }
+            group.events += events_in_request;
         }
         *self.outstanding.borrow_mut().entry(generation).or_default() += 1;
         self.work.notify(1);
@@ -161,6 +174,9 @@ impl ShardLog {
                 "the group this request joined failed to reach the disk".into(),
             ));
         }
+        self.stats
+            .unstored_events
+            .fetch_add(events_in_request as u64, Relaxed);
         Ok(generation)
     }
 
@@ -179,6 +195,7 @@ impl ShardLog {
 
     /// The writer stored the `count` oldest events of the ring.
     pub fn stored(&self, mut count: usize) {
+        self.stats.unstored_events.fetch_sub(count as u64, Relaxed);
         let mut in_ring = self.in_ring.borrow_mut();
         while count > 0 {
             let Some(front) = in_ring.front_mut() else {
@@ -299,6 +316,12 @@ pub async fn run_committer(
         .await;
         match result {
             Ok(end) => {
+                #[cfg(feature = "test-hooks")]
+                if RECORD_SYNCED.get() == Some(&true) {
+                    let temporary = dir.join("synced-position.new");
+                    let _ = std::fs::write(&temporary, format!("{} {}\n", end.0, end.1))
+                        .and_then(|()| std::fs::rename(&temporary, dir.join("synced-position")));
+                }
                 let start = (end.0, end.1 - bytes);
                 log.group_starts.borrow_mut().insert(generation, start);
                 log.end.set(end);
@@ -347,6 +370,9 @@ pub fn settle(log: &ShardLog, dir: &Path, keep_segments: bool) {
         return;
     }
     recovery::delete_before(dir, checkpoint.0);
+    let (segments, bytes) = recovery::footprint(dir);
+    log.stats.segments.store(segments, Relaxed);
+    log.stats.segment_bytes.store(bytes, Relaxed);
 }
 
 /// Opens a shard's log in `dir`: cuts a torn tail, reads the checkpoint, and returns the
@@ -421,6 +447,24 @@ impl Collector for LogsCollector {
             "tidegate_log_corrupt_records",
             "Damaged log records skipped at start (each reported in the log).",
             each(|s| s.skipped_corrupt.load(Relaxed)),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_log_unstored_events",
+            "Events in the log the sink has not stored yet (the checkpoint's lag).",
+            each(|s| s.unstored_events.load(Relaxed)).map(|(l, v)| (l, v as i64)),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_log_segments",
+            "Log segments kept, as of the last checkpoint (the spool's own, with the spool sink: not counted).",
+            each(|s| s.segments.load(Relaxed)).map(|(l, v)| (l, v as i64)),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_log_segment_bytes",
+            "Bytes of the log segments kept, as of the last checkpoint.",
+            each(|s| s.segment_bytes.load(Relaxed)).map(|(l, v)| (l, v as i64)),
         )?;
         observe::histogram(
             &mut encoder,

@@ -135,6 +135,19 @@ pub fn delete_before(dir: &Path, sequence: u64) {
     }
 }
 
+/// The number of segments in `dir` and their bytes.
+pub fn footprint(dir: &Path) -> (u64, u64) {
+    let Ok(files) = segment_files(dir) else {
+        return (0, 0);
+    };
+    files
+        .iter()
+        .filter(|f| f.parent() == Some(dir))
+        .fold((0, 0), |(n, bytes), f| {
+            (n + 1, bytes + std::fs::metadata(f).map_or(0, |m| m.len()))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
