@@ -176,7 +176,7 @@ impl ShardLog {
         }
         self.stats
             .unstored_events
-            .fetch_add(events_in_request as u64, Relaxed);
+            .fetch_add(events_in_request, Relaxed);
         Ok(generation)
     }
 
