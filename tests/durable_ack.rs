@@ -416,3 +416,97 @@ fn a_full_disk_is_503_never_202_and_recovers_when_space_returns() {
     drop(server);
     unmount(&mount);
 }
+
+#[test]
+fn a_long_sink_outage_is_absorbed_by_the_log_then_delivered() {
+    let node = TestNode::start(1, 2);
+    node.apply_schema();
+    let contact = format!("127.0.0.1:{}", node.port);
+    let dir = tempfile::tempdir().unwrap();
+    let stall = dir.path().join("stall");
+    std::fs::write(&stall, b"").unwrap();
+    let mut server = Server::start_with_env(
+        &[
+            "--shards",
+            "1",
+            "--sink",
+            "scylla",
+            "--test-stall-file",
+            stall.to_str().unwrap(),
+        ],
+        &[
+            ("TIDEGATE_SCYLLA_CONTACT_POINTS", contact.as_str()),
+            ("TIDEGATE_RING_CAPACITY_EVENTS", "500"),
+            ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "100"),
+        ],
+    );
+    // Ten times what the ring holds, while the sink takes nothing.
+    let ids: Vec<String> = (0..5000).map(|n| uuid(94, n)).collect();
+    for chunk in ids.chunks(100) {
+        let body = support::json_array(chunk.iter().map(|id| event("outage", id)));
+        let r = server.post_json(&body);
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    assert!(server.metric("tidegate_log_backlog_events") >= 4000);
+    assert!(node.stored_event_ids().is_empty());
+    std::fs::remove_file(&stall).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stored = node.stored_event_ids();
+        if ids.iter().all(|id| stored.contains(id)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} of 5000 stored", stored.len());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.metric("tidegate_log_backlog_events"), 0);
+    server.terminate();
+}
+
+#[test]
+fn a_full_log_is_503_log_full_until_the_sink_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let stall = dir.path().join("stall");
+    std::fs::write(&stall, b"").unwrap();
+    let mut server = Server::start_with_env(
+        &[
+            "--shards",
+            "1",
+            "--sink",
+            "blackhole",
+            "--test-stall-file",
+            stall.to_str().unwrap(),
+        ],
+        &[
+            ("TIDEGATE_RING_CAPACITY_EVENTS", "100"),
+            ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "10"),
+            ("TIDEGATE_DURABILITY_MAX_LOG_BYTES", "65536"),
+        ],
+    );
+    let mut full = None;
+    for n in 0..200u64 {
+        let ids: Vec<String> = (0..10).map(|k| uuid(93, n * 10 + k)).collect();
+        let body = support::json_array(ids.iter().map(|id| event("full", id)));
+        let r = server.post_json(&body);
+        if r.status == 503 {
+            full = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    let r = full.expect("the log filled");
+    assert_eq!(r.json()["cause"], "log_full", "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    assert!(server.metric("tidegate_log_unstored_bytes") > 60_000);
+    std::fs::remove_file(&stall).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = server.post_json(&event("full", &uuid(93, 99_999)));
+        if r.status == 202 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.terminate();
+}

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::encoded::user_id_bytes;
-use crate::log::ShardLog;
+use crate::log::{framed_bytes, ShardLog};
 use crate::overflow::{HotKeys, OverflowProducer, SpillFailure};
-use crate::ring::{Ring, RingFull, ShardRing};
+use crate::ring::{Ring, ShardRing};
 
 pub use body_memory::{BodyBudget, BodyCharge};
 pub use readiness::{EdgeState, Readiness};
@@ -54,10 +54,13 @@ pub enum UnavailableCause {
     /// The write-ahead log could not write or sync the request's events (an I/O error, a
     /// full disk): they were not acknowledged and not kept.
     LogUnavailable,
+    /// The ring is full and the log holds `durability.max_log_bytes` of events the sink has
+    /// not stored, and there is no overflow to spill to.
+    LogFull,
 }
 
 impl UnavailableCause {
-    pub const ALL: [UnavailableCause; 7] = [
+    pub const ALL: [UnavailableCause; 8] = [
         UnavailableCause::RingFull,
         UnavailableCause::ShuttingDown,
         UnavailableCause::ConnectionLimit,
@@ -65,6 +68,7 @@ impl UnavailableCause {
         UnavailableCause::OverflowUnavailable,
         UnavailableCause::BodyMemory,
         UnavailableCause::LogUnavailable,
+        UnavailableCause::LogFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +80,7 @@ impl UnavailableCause {
             UnavailableCause::OverflowUnavailable => "overflow_unavailable",
             UnavailableCause::BodyMemory => "body_memory",
             UnavailableCause::LogUnavailable => "log_unavailable",
+            UnavailableCause::LogFull => "log_full",
         }
     }
 
@@ -102,6 +107,10 @@ impl UnavailableCause {
             UnavailableCause::LogUnavailable => {
                 "the write-ahead log could not store the request on disk; nothing was kept"
             }
+            UnavailableCause::LogFull => {
+                "this shard's buffer and its write-ahead log hold as much as they may while the \
+                 sink catches up; nothing was kept"
+            }
         }
     }
 
@@ -127,6 +136,9 @@ pub enum Admission {
     /// Room in the ring is held for every event; finish with [`commit`], which waits for
     /// the write-ahead log.
     Reserved,
+    /// The ring is full (or earlier requests wait on disk): the events are to be kept in
+    /// the write-ahead log only, read back by the writer later; finish with [`commit`].
+    DiskOnly,
     /// The request needs the overflow; finish it with [`spill`].
     Spill(SpillPlan),
 }
@@ -185,29 +197,38 @@ pub fn admit_connection(open: usize, max: usize) -> Result<(), UnavailableCause>
 /// Admits a request's events, all of them or none, without waiting for anything: into the
 /// ring, or — when `overflow` is configured — into a plan for [`spill`].
 ///
-/// With `durable`, the events are not pushed but their room is reserved: they enter the
-/// ring only once the write-ahead log has synced them ([`commit`]).
+/// With the write-ahead `log`, the events are not pushed but their room is reserved: they
+/// enter the ring only once the log has synced them ([`commit`]). When the ring is full, or
+/// earlier requests already wait on disk, they are kept in the log only, as long as it has
+/// room (`durability.max_log_bytes`): the log is the buffer, the ring its cache.
 pub fn admit(
     ring: &mut Ring,
     chunk: &Bytes,
     ends: &[usize],
     shutting_down: bool,
-    durable: bool,
+    log: Option<&ShardLog>,
     overflow: Option<OverflowAvailable<'_>>,
 ) -> Result<Admission, UnavailableCause> {
     if shutting_down {
         return Err(UnavailableCause::ShuttingDown);
     }
-    let take = |ring: &mut Ring| {
-        if durable {
-            ring.reserve(ends.len(), chunk.len())
-                .map(|()| Admission::Reserved)
-        } else {
-            ring.push_all(chunk, ends).map(|()| Admission::InRing)
+    let take = |ring: &mut Ring| match log {
+        None => ring
+            .push_all(chunk, ends)
+            .map(|()| Admission::InRing)
+            .map_err(|_| UnavailableCause::RingFull),
+        Some(log) => {
+            if !log.has_backlog() && ring.reserve(ends.len(), chunk.len()).is_ok() {
+                Ok(Admission::Reserved)
+            } else if log.has_room(framed_bytes(chunk.len(), ends.len())) {
+                Ok(Admission::DiskOnly)
+            } else {
+                Err(UnavailableCause::LogFull)
+            }
         }
     };
     let Some(overflow) = overflow else {
-        return take(ring).map_err(|_| UnavailableCause::RingFull);
+        return take(ring);
     };
     if let Some(hot_keys) = overflow.hot_keys {
         if let Some(plan) = split_hot(hot_keys, ring, chunk, ends) {
@@ -216,7 +237,7 @@ pub fn admit(
     }
     match take(ring) {
         Ok(admission) => Ok(admission),
-        Err(RingFull { .. }) => Ok(Admission::Spill(SpillPlan {
+        Err(_) => Ok(Admission::Spill(SpillPlan {
             hot: Vec::new(),
             rest: slices(chunk, ends).collect(),
             rest_to_ring: false,
@@ -352,8 +373,8 @@ async fn push_rest(
         .map_err(|_| UnavailableCause::RingFull)?;
     let generation = match log {
         None => None,
-        Some(log) => match log.commit(rest.iter().map(|e| &e[..])).await {
-            Ok(generation) => Some(generation),
+        Some(log) => match log.commit(rest.iter().map(|e| &e[..]), false).await {
+            Ok(committed) => Some(committed),
             Err(_) => {
                 ring.borrow_mut().unreserve(rest.len(), bytes);
                 return Err(UnavailableCause::LogUnavailable);
@@ -366,46 +387,52 @@ async fn push_rest(
     r.push_events(rest)
         .expect("reserved room is kept for the request");
     drop(r);
-    if let (Some(log), Some(generation)) = (log, generation) {
-        log.pushed(rest.len(), generation);
+    if let (Some(log), Some(committed)) = (log, generation) {
+        log.pushed(rest.len(), committed.generation, committed.bytes);
     }
     ring.notify_pushed(was_empty);
     Ok(())
 }
 
-/// Finishes a durable admission ([`Admission::Reserved`]): waits for the write-ahead log to
-/// sync the request, then moves it from its reservation into the ring. A request whose
-/// sync failed gets 503 `log_unavailable` and leaves nothing behind.
+/// Finishes a durable admission ([`Admission::Reserved`] or [`Admission::DiskOnly`]):
+/// waits for the write-ahead log to sync the request, then moves it from its reservation
+/// into the ring, or (disk only) wakes the writer to read it back. A request whose sync
+/// failed gets 503 `log_unavailable` and leaves nothing behind.
 pub async fn commit(
     log: &ShardLog,
     ring: &ShardRing,
     chunk: &Bytes,
     ends: &[usize],
+    admission: &Admission,
 ) -> Result<(), UnavailableCause> {
     use crate::writer::BatchSource as _;
+    let disk_only = matches!(admission, Admission::DiskOnly);
     let mut start = 0;
     let events = ends.iter().map(|&end| {
         let event = &chunk[start..end];
         start = end;
         event
     });
-    let committed = log.commit(events).await;
-    let mut r = ring.borrow_mut();
-    r.unreserve(ends.len(), chunk.len());
-    let generation = match committed {
-        Ok(generation) => generation,
-        Err(_) => return Err(UnavailableCause::LogUnavailable),
-    };
-    if ring.is_closing() {
-        // On disk but too late for this run's writer: the next start replays it.
-        log.abandoned(generation);
+    let committed = log.commit(events, disk_only).await;
+    if !disk_only {
+        ring.borrow_mut().unreserve(ends.len(), chunk.len());
+    }
+    let committed = committed.map_err(|_| UnavailableCause::LogUnavailable)?;
+    if disk_only {
+        ring.notify_pushed(true);
         return Ok(());
     }
+    if ring.is_closing() {
+        // On disk but too late for this run's writer: the next start replays it.
+        log.abandoned(committed.generation);
+        return Ok(());
+    }
+    let mut r = ring.borrow_mut();
     let was_empty = r.is_empty();
     r.push_all(chunk, ends)
         .expect("reserved room is kept for the request");
     drop(r);
-    log.pushed(ends.len(), generation);
+    log.pushed(ends.len(), committed.generation, committed.bytes);
     ring.notify_pushed(was_empty);
     Ok(())
 }

@@ -70,7 +70,7 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 fn a_request_that_fits_goes_into_the_ring() {
     let ring = shard_ring(10);
     let (chunk, ends) = request();
-    let admitted = admit(&mut ring.borrow_mut(), &chunk, &ends, false, false, None).unwrap();
+    let admitted = admit(&mut ring.borrow_mut(), &chunk, &ends, false, None, None).unwrap();
     assert!(matches!(admitted, Admission::InRing));
     assert_eq!(ring.borrow_mut().len(), 2);
 }
@@ -79,7 +79,7 @@ fn a_request_that_fits_goes_into_the_ring() {
 fn ring_full_without_overflow_is_503_ring_full_and_keeps_nothing() {
     let ring = shard_ring(1);
     let (chunk, ends) = request();
-    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, false, false, None).unwrap_err();
+    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, false, None, None).unwrap_err();
     assert_eq!(refused, UnavailableCause::RingFull);
     assert!(ring.is_empty());
 }
@@ -88,9 +88,71 @@ fn ring_full_without_overflow_is_503_ring_full_and_keeps_nothing() {
 fn shutdown_refuses_before_looking_at_the_ring() {
     let ring = shard_ring(10);
     let (chunk, ends) = request();
-    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, true, false, None).unwrap_err();
+    let refused = admit(&mut ring.borrow_mut(), &chunk, &ends, true, None, None).unwrap_err();
     assert_eq!(refused, UnavailableCause::ShuttingDown);
     assert!(ring.is_empty());
+}
+
+#[test]
+fn with_the_log_the_ring_is_a_cache_and_the_log_the_bound() {
+    use crate::log::ShardLog;
+    let (chunk, ends) = request();
+    let log = ShardLog::detached(1000);
+    // Room in the ring: reserved there, to be pushed after the sync.
+    let ring = shard_ring(10);
+    let admitted = admit(
+        &mut ring.borrow_mut(),
+        &chunk,
+        &ends,
+        false,
+        Some(&log),
+        None,
+    );
+    assert!(matches!(admitted, Ok(Admission::Reserved)));
+    assert!(ring.is_empty(), "nothing is pushed before the sync");
+    // A full ring: kept on disk only.
+    let full = shard_ring(1);
+    let admitted = admit(
+        &mut full.borrow_mut(),
+        &chunk,
+        &ends,
+        false,
+        Some(&log),
+        None,
+    );
+    assert!(matches!(admitted, Ok(Admission::DiskOnly)));
+    // While earlier requests wait on disk, a new one goes there too, ring room or not.
+    log.hold(0, 1);
+    let admitted = admit(
+        &mut ring.borrow_mut(),
+        &chunk,
+        &ends,
+        false,
+        Some(&log),
+        None,
+    );
+    assert!(matches!(admitted, Ok(Admission::DiskOnly)));
+    // A full log: 503 log_full without an overflow, a spill with one.
+    log.hold(990, 1);
+    let refused = admit(
+        &mut full.borrow_mut(),
+        &chunk,
+        &ends,
+        false,
+        Some(&log),
+        None,
+    );
+    assert_eq!(refused.unwrap_err(), UnavailableCause::LogFull);
+    let gate = OverflowAvailable { hot_keys: None };
+    let spilled = admit(
+        &mut full.borrow_mut(),
+        &chunk,
+        &ends,
+        false,
+        Some(&log),
+        Some(gate),
+    );
+    assert!(matches!(spilled, Ok(Admission::Spill(_))));
 }
 
 #[test]
@@ -126,13 +188,13 @@ fn full_ring_plan(ring: &ShardRing) -> SpillPlan {
         &chunk,
         &ends,
         false,
-        false,
+        None,
         Some(gate),
     )
     .unwrap()
     {
         Admission::Spill(plan) => plan,
-        Admission::InRing | Admission::Reserved => {
+        Admission::InRing | Admission::Reserved | Admission::DiskOnly => {
             panic!("a full ring with an overflow plans a spill")
         }
     }
@@ -196,13 +258,13 @@ fn hot_key_plan(ring: &ShardRing) -> SpillPlan {
         &chunk,
         &ends,
         false,
-        false,
+        None,
         Some(gate),
     )
     .unwrap()
     {
         Admission::Spill(plan) => plan,
-        Admission::InRing | Admission::Reserved => {
+        Admission::InRing | Admission::Reserved | Admission::DiskOnly => {
             panic!("the second event of `hot` is over its limit")
         }
     }

@@ -398,6 +398,7 @@ impl Config {
             .validate()
             .map_err(|message| invalid("schema", message))?;
         stage(self.kafka.check())?;
+        stage(self.durability.check())?;
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid("log.level", "is not a valid tracing filter"));
         }

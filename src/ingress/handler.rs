@@ -415,7 +415,11 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     match decided {
         Ok(reply) => reply,
         Err(Pending::Spill(plan)) => spill_and_answer(ctx, plan).await,
-        Err(Pending::Commit { chunk, ends }) => commit_and_answer(ctx, chunk, ends).await,
+        Err(Pending::Commit {
+            chunk,
+            ends,
+            admitted,
+        }) => commit_and_answer(ctx, chunk, ends, admitted).await,
     }
 }
 
@@ -423,8 +427,12 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
 enum Pending {
     /// The Kafka overflow's acknowledgements.
     Spill(SpillPlan),
-    /// The write-ahead log's sync; its room in the ring is reserved.
-    Commit { chunk: Bytes, ends: Vec<usize> },
+    /// The write-ahead log's sync (its room in the ring reserved, or on disk only).
+    Commit {
+        chunk: Bytes,
+        ends: Vec<usize>,
+        admitted: Admission,
+    },
 }
 
 fn body_format(content_type: Option<&hyper::header::HeaderValue>) -> Option<BodyFormat> {
@@ -525,7 +533,7 @@ fn parse_and_admit(
         &chunk,
         &batch.ends,
         ctx.ring.is_closing(),
-        ctx.log.is_some(),
+        ctx.log.as_deref(),
         overflow,
     ) {
         Ok(Admission::InRing) => {
@@ -534,9 +542,10 @@ fn parse_and_admit(
             ctx.ring.notify_pushed(was_empty);
             Ok(response::accepted(events))
         }
-        Ok(Admission::Reserved) => Err(Pending::Commit {
+        Ok(admitted @ (Admission::Reserved | Admission::DiskOnly)) => Err(Pending::Commit {
             chunk,
             ends: batch.ends.clone(),
+            admitted,
         }),
         Ok(Admission::Spill(plan)) => Err(Pending::Spill(plan)),
         Err(cause) => {
@@ -574,13 +583,18 @@ async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
 }
 
 /// Answers 202 once the write-ahead log has synced the request's events.
-async fn commit_and_answer(ctx: &IngressContext, chunk: Bytes, ends: Vec<usize>) -> Reply {
+async fn commit_and_answer(
+    ctx: &IngressContext,
+    chunk: Bytes,
+    ends: Vec<usize>,
+    admitted: Admission,
+) -> Reply {
     let log = ctx
         .log
         .as_deref()
         .expect("admission reserves only when the log is on");
     let metrics = ctx.metrics();
-    match admission::commit(log, &ctx.ring, &chunk, &ends).await {
+    match admission::commit(log, &ctx.ring, &chunk, &ends, &admitted).await {
         Ok(()) => {
             metrics
                 .events_accepted

@@ -40,6 +40,11 @@ use crate::segment::{append_record, framed_len, SegmentError, SegmentWriter};
 use crate::writer::{BatchPolicy, BatchSource};
 
 pub use recovery::{recover, Recovered};
+
+/// Bytes `events` take as log records.
+pub fn framed_bytes(payload_bytes: usize, events: usize) -> u64 {
+    (payload_bytes + events * framed_len(0)) as u64
+}
 pub use settings::{AckMode, DurabilitySettings};
 
 /// A position in a shard's log: segment sequence number and byte offset in that segment.
@@ -84,9 +89,20 @@ pub struct LogStats {
     /// Segments the log keeps, and their bytes, as of the last checkpoint.
     segments: AtomicU64,
     segment_bytes: AtomicU64,
+    /// Bytes of records the sink has not stored yet, against `durability.max_log_bytes`.
+    unstored_bytes: AtomicU64,
+    max_bytes: AtomicU64,
+    /// Events kept on disk only (the ring was full), waiting to be read back.
+    backlog_events: AtomicU64,
 }
 
 impl LogStats {
+    /// Whether the log holds at least `percent` of its bound in unstored records.
+    pub fn above(&self, percent: u8) -> bool {
+        let max = self.max_bytes.load(Relaxed);
+        max > 0 && self.unstored_bytes.load(Relaxed) * 100 >= max * u64::from(percent)
+    }
+
     pub fn replayed(&self, events: usize, skipped: usize) {
         self.replayed.fetch_add(events as u64, Relaxed);
         self.skipped_corrupt.fetch_add(skipped as u64, Relaxed);
@@ -98,6 +114,23 @@ impl LogStats {
 struct Group {
     framed: Vec<u8>,
     events: u64,
+}
+
+/// A request the log has synced.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub generation: u64,
+    /// Its records' bytes in the log.
+    pub bytes: u64,
+}
+
+/// A request kept on disk only: where its records are, once its group is written.
+#[derive(Debug, Clone, Copy)]
+struct Backlogged {
+    generation: u64,
+    offset_in_group: u64,
+    bytes: u64,
+    events: usize,
 }
 
 /// One shard's log, shared by its connections (which commit) and its committer task.
@@ -112,8 +145,22 @@ pub struct ShardLog {
     group_starts: RefCell<BTreeMap<u64, Position>>,
     /// Requests by generation whose events the sink has not stored yet.
     outstanding: RefCell<BTreeMap<u64, usize>>,
-    /// In ring order: (events, generation) of each request pushed after its sync.
-    in_ring: RefCell<VecDeque<(usize, u64)>>,
+    /// In ring order: (events, generation, framed bytes) of each request pushed after its
+    /// sync.
+    in_ring: RefCell<VecDeque<(usize, u64, u64)>>,
+    /// In log order: requests kept on disk only, synced, waiting to be read back.
+    backlog: RefCell<VecDeque<Backlogged>>,
+    /// Requests admitted to the disk only and not yet stored (waiting for their sync or in
+    /// the backlog): while there are any, new requests go to the disk only too, so that
+    /// the writer delivers in log order.
+    disk_only_requests: Cell<usize>,
+    /// Backlog entries the writer has peeked and not yet consumed.
+    peeked: Cell<usize>,
+    unstored_bytes: Cell<u64>,
+    max_bytes: u64,
+    /// The log is the store (the spool sink): what is synced is stored.
+    is_store: bool,
+    dir: PathBuf,
     /// Where the next group will be written.
     end: Cell<Position>,
     checkpoint: Cell<Position>,
@@ -124,8 +171,23 @@ pub struct ShardLog {
 }
 
 impl ShardLog {
-    fn new(end: Position, checkpoint: Position, stats: Arc<LogStats>) -> Self {
+    fn new(
+        end: Position,
+        checkpoint: Position,
+        stats: Arc<LogStats>,
+        max_bytes: u64,
+        is_store: bool,
+        dir: PathBuf,
+    ) -> Self {
+        stats.max_bytes.store(max_bytes, Relaxed);
         ShardLog {
+            backlog: RefCell::new(VecDeque::new()),
+            disk_only_requests: Cell::new(0),
+            peeked: Cell::new(0),
+            unstored_bytes: Cell::new(0),
+            max_bytes,
+            is_store,
+            dir,
             gathering: RefCell::new(Group::default()),
             open_generation: Cell::new(1),
             done_generation: Cell::new(0),
@@ -145,19 +207,31 @@ impl ShardLog {
     /// Appends a request's events to the group being gathered and waits for its sync. `Ok` means every
     /// event is on stable storage; the caller then pushes them into the ring and calls
     /// [`ShardLog::pushed`]. On `Err` nothing of the request may be kept or acknowledged.
+    ///
+    /// With `disk_only` the events will not be pushed: the writer reads them back from the
+    /// log when it gets to them (admission sends a request there when the ring is full, or
+    /// while earlier ones wait there).
     pub async fn commit<'e>(
         &self,
         events: impl IntoIterator<Item = &'e [u8]>,
-    ) -> Result<u64, LogError> {
+        disk_only: bool,
+    ) -> Result<Committed, LogError> {
         let generation = self.open_generation.get();
         let mut events_in_request = 0;
-        {
+        let (offset_in_group, bytes) = {
             let mut group = self.gathering.borrow_mut();
+            let offset = group.framed.len() as u64;
             for event in events {
                 append_record(&mut group.framed, event);
                 events_in_request += 1;
             }
             group.events += events_in_request;
+            (offset, group.framed.len() as u64 - offset)
+        };
+        self.add_unstored(bytes as i64);
+        if disk_only {
+            self.disk_only_requests
+                .set(self.disk_only_requests.get() + 1);
         }
         *self.outstanding.borrow_mut().entry(generation).or_default() += 1;
         self.work.notify(1);
@@ -170,19 +244,139 @@ impl ShardLog {
         }
         if self.failed_generations.borrow().contains(&generation) {
             self.release(generation);
+            self.add_unstored(-(bytes as i64));
+            if disk_only {
+                self.disk_only_requests
+                    .set(self.disk_only_requests.get() - 1);
+            }
             return Err(LogError::Unavailable(
                 "the group this request joined failed to reach the disk".into(),
             ));
         }
-        self.stats
-            .unstored_events
-            .fetch_add(events_in_request, Relaxed);
-        Ok(generation)
+        if disk_only && self.is_store {
+            // Synced is stored: nothing to read back.
+            self.release(generation);
+            self.add_unstored(-(bytes as i64));
+            self.disk_only_requests
+                .set(self.disk_only_requests.get() - 1);
+        } else {
+            self.stats
+                .unstored_events
+                .fetch_add(events_in_request, Relaxed);
+            if disk_only {
+                self.backlog.borrow_mut().push_back(Backlogged {
+                    generation,
+                    offset_in_group,
+                    bytes,
+                    events: events_in_request as usize,
+                });
+                self.stats
+                    .backlog_events
+                    .fetch_add(events_in_request, Relaxed);
+            }
+        }
+        Ok(Committed { generation, bytes })
+    }
+
+    fn add_unstored(&self, bytes: i64) {
+        let now = (self.unstored_bytes.get() as i64 + bytes).max(0) as u64;
+        self.unstored_bytes.set(now);
+        self.stats.unstored_bytes.store(now, Relaxed);
+    }
+
+    /// Whether requests are kept on disk only now (so that a new one must be too).
+    pub fn has_backlog(&self) -> bool {
+        self.disk_only_requests.get() > 0
+    }
+
+    /// Whether records of `bytes` (framed) fit under `durability.max_log_bytes`.
+    pub fn has_room(&self, bytes: u64) -> bool {
+        self.unstored_bytes.get() + bytes <= self.max_bytes
+    }
+
+    /// Whether synced disk-only requests wait to be read back.
+    pub fn backlog_is_empty(&self) -> bool {
+        self.backlog.borrow().is_empty()
+    }
+
+    /// Reads the oldest backlogged requests' events into `batch`, whole requests only, up
+    /// to the policy's bounds (at least one request); returns the bytes read. Blocking
+    /// reads of what was just written, mostly from the page cache.
+    pub fn peek_backlog(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
+        batch.clear();
+        let backlog = self.backlog.borrow();
+        let starts = self.group_starts.borrow();
+        let mut bytes = 0;
+        let mut taken = 0;
+        for entry in backlog.iter() {
+            if taken > 0
+                && (batch.len() + entry.events > policy.max_events
+                    || bytes + entry.bytes as usize > policy.max_bytes)
+            {
+                break;
+            }
+            let Some(&(sequence, start)) = starts.get(&entry.generation) else {
+                break;
+            };
+            let path = self
+                .dir
+                .join(format!("{sequence:016}.{}", crate::segment::SEGMENT_SUFFIX));
+            let mut data = vec![0u8; entry.bytes as usize];
+            let read = std::fs::File::open(&path).and_then(|file| {
+                use std::os::unix::fs::FileExt;
+                file.read_exact_at(&mut data, start + entry.offset_in_group)
+            });
+            if let Err(err) = read {
+                tracing::error!(segment = %path.display(), error = %err, "cannot read back kept events; retrying");
+                break;
+            }
+            for found in crate::segment::Scanner::new(&data) {
+                match found {
+                    crate::segment::Found::Record { payload, .. } => {
+                        let event = bytes::Bytes::copy_from_slice(payload);
+                        bytes += event.len();
+                        batch.push(event);
+                    }
+                    damage => {
+                        self.stats.skipped_corrupt.fetch_add(1, Relaxed);
+                        tracing::error!(segment = %path.display(), ?damage, "a kept record no longer reads back; skipped");
+                    }
+                }
+            }
+            taken += 1;
+        }
+        self.peeked.set(taken);
+        bytes
+    }
+
+    /// The peeked backlog requests are stored (or, `stored == false`, left in the log at
+    /// shutdown).
+    pub fn consume_backlog(&self, stored: bool) {
+        let taken = self.peeked.replace(0);
+        for _ in 0..taken {
+            let Some(entry) = self.backlog.borrow_mut().pop_front() else {
+                break;
+            };
+            self.disk_only_requests
+                .set(self.disk_only_requests.get() - 1);
+            self.stats
+                .backlog_events
+                .fetch_sub(entry.events as u64, Relaxed);
+            if stored {
+                self.stats
+                    .unstored_events
+                    .fetch_sub(entry.events as u64, Relaxed);
+                self.add_unstored(-(entry.bytes as i64));
+                self.release(entry.generation);
+            }
+        }
     }
 
     /// Records that a committed request's `events` are now in the ring, after all before.
-    pub fn pushed(&self, events: usize, generation: u64) {
-        self.in_ring.borrow_mut().push_back((events, generation));
+    pub fn pushed(&self, events: usize, generation: u64, bytes: u64) {
+        self.in_ring
+            .borrow_mut()
+            .push_back((events, generation, bytes));
     }
 
     /// Records that a committed request was not pushed after all (shutdown began while it
@@ -203,7 +397,8 @@ impl ShardLog {
             };
             if front.0 <= count {
                 count -= front.0;
-                let (_, generation) = in_ring.pop_front().unwrap();
+                let (_, generation, bytes) = in_ring.pop_front().unwrap();
+                self.add_unstored(-(bytes as i64));
                 self.release(generation);
             } else {
                 front.0 -= count;
@@ -260,6 +455,26 @@ impl ShardLog {
     /// Everything before this position is stored by the sink.
     pub fn checkpoint(&self) -> Position {
         self.checkpoint.get()
+    }
+
+    /// A log with no files behind it, for admission's unit tests.
+    #[cfg(test)]
+    pub(crate) fn detached(max_bytes: u64) -> Self {
+        ShardLog::new(
+            (0, 0),
+            (0, 0),
+            Arc::default(),
+            max_bytes,
+            false,
+            PathBuf::new(),
+        )
+    }
+
+    /// Pretends `bytes` of records wait in the log (admission's unit tests).
+    #[cfg(test)]
+    pub(crate) fn hold(&self, bytes: u64, disk_only_requests: usize) {
+        self.add_unstored(bytes as i64);
+        self.disk_only_requests.set(disk_only_requests);
     }
 
     /// Everything in the log so far is stored (replayed into the sink at start).
@@ -390,7 +605,14 @@ pub async fn open(
     let segments = SegmentWriter::open(settings.segments(dir.to_owned(), segment_bytes)).await?;
     let end = segments.position();
     let checkpoint = recovered.checkpoint.min(end);
-    let log = Rc::new(ShardLog::new(end, checkpoint, stats));
+    let log = Rc::new(ShardLog::new(
+        end,
+        checkpoint,
+        stats,
+        settings.max_log_bytes,
+        log_is_store,
+        dir.to_owned(),
+    ));
     Ok((log, segments, recovered))
 }
 
@@ -456,6 +678,18 @@ impl Collector for LogsCollector {
         )?;
         observe::gauge(
             &mut encoder,
+            "tidegate_log_unstored_bytes",
+            "Bytes of log records the sink has not stored yet (bounded by durability.max_log_bytes).",
+            each(|s| s.unstored_bytes.load(Relaxed)).map(|(l, v)| (l, v as i64)),
+        )?;
+        observe::gauge(
+            &mut encoder,
+            "tidegate_log_backlog_events",
+            "Events kept on disk only (the ring was full), waiting for the writer.",
+            each(|s| s.backlog_events.load(Relaxed)).map(|(l, v)| (l, v as i64)),
+        )?;
+        observe::gauge(
+            &mut encoder,
             "tidegate_log_segments",
             "Log segments kept, as of the last checkpoint (the spool's own, with the spool sink: not counted).",
             each(|s| s.segments.load(Relaxed)).map(|(l, v)| (l, v as i64)),
@@ -488,6 +722,8 @@ pub struct LoggedRing {
     /// The log is the spool itself: its segments are the store, never deleted.
     keep_segments: bool,
     settled: Cell<Instant>,
+    /// Whether the last peek came from the ring (or else from the backlog).
+    from_ring: Cell<bool>,
 }
 
 /// At shutdown, a batch the sink refuses stays in the log for the next start: a stop
@@ -516,6 +752,7 @@ impl LoggedRing {
             dir,
             keep_segments,
             settled: Cell::new(Instant::now()),
+            from_ring: Cell::new(true),
         }
     }
 
@@ -526,22 +763,34 @@ impl LoggedRing {
     }
 }
 
+/// The ring holds what was admitted before any request went to the disk only, so it is
+/// drained first; then the backlog is read back from the log, in log order.
 impl BatchSource for LoggedRing {
     fn is_empty(&self) -> bool {
-        self.ring.is_empty()
+        self.ring.is_empty() && self.log.backlog_is_empty()
     }
 
     fn has_full_batch(&self, policy: &BatchPolicy) -> bool {
-        self.ring.has_full_batch(policy)
+        self.ring.has_full_batch(policy) || !self.log.backlog_is_empty()
     }
 
     fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
-        self.ring.peek_batch(policy, batch)
+        let from_ring = !self.ring.is_empty();
+        self.from_ring.set(from_ring);
+        if from_ring {
+            self.ring.peek_batch(policy, batch)
+        } else {
+            self.log.peek_backlog(policy, batch)
+        }
     }
 
     fn consume(&self, count: usize) {
-        self.ring.consume(count);
-        self.log.stored(count);
+        if self.from_ring.get() {
+            self.ring.consume(count);
+            self.log.stored(count);
+        } else {
+            self.log.consume_backlog(true);
+        }
         if self.settled.get().elapsed() >= SETTLE_EVERY {
             self.settle();
         }
@@ -549,8 +798,12 @@ impl BatchSource for LoggedRing {
 
     fn consume_unstored(&self, count: usize) {
         // Left in the log: the checkpoint does not pass them, the next start replays them.
-        self.ring.consume(count);
-        self.log.left_in_log(count);
+        if self.from_ring.get() {
+            self.ring.consume(count);
+            self.log.left_in_log(count);
+        } else {
+            self.log.consume_backlog(false);
+        }
     }
 
     fn listen(&self) -> event_listener::EventListener {
