@@ -234,6 +234,9 @@ fn an_overloaded_cluster_means_503_then_full_recovery() {
         &["--shards", "1", "--sink", "scylla"],
         &[
             ("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact),
+            // Back-pressure through the memory ring; with durable acknowledgement the
+            // log absorbs the outage instead (tests/durable_ack.rs).
+            ("TIDEGATE_DURABILITY_ACK", "memory"),
             ("TIDEGATE_RING_CAPACITY_EVENTS", "500"),
             ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "100"),
         ],
@@ -353,6 +356,9 @@ fn a_stalled_node_means_503_and_nothing_lost() {
         &["--shards", "1", "--sink", "scylla"],
         &[
             ("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact),
+            // Back-pressure through the memory ring; with durable acknowledgement the
+            // log absorbs the outage instead (tests/durable_ack.rs).
+            ("TIDEGATE_DURABILITY_ACK", "memory"),
             ("TIDEGATE_SCYLLA_REQUEST_TIMEOUT_MS", "300"),
             ("TIDEGATE_RING_CAPACITY_EVENTS", "500"),
             ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "100"),
@@ -402,6 +408,9 @@ fn latency_lowers_the_adaptive_limit_and_backs_up_into_503() {
         &["--shards", "1", "--sink", "scylla"],
         &[
             ("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact),
+            // Back-pressure through the memory ring; with durable acknowledgement the
+            // log absorbs the outage instead (tests/durable_ack.rs).
+            ("TIDEGATE_DURABILITY_ACK", "memory"),
             ("TIDEGATE_RING_CAPACITY_EVENTS", "3000"),
             ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "100"),
         ],
@@ -478,6 +487,9 @@ fn a_node_that_goes_down_and_comes_back_is_followed() {
         &["--shards", "1", "--sink", "scylla"],
         &[
             ("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact),
+            // Back-pressure through the memory ring; with durable acknowledgement the
+            // log absorbs the outage instead (tests/durable_ack.rs).
+            ("TIDEGATE_DURABILITY_ACK", "memory"),
             ("TIDEGATE_SCYLLA_REQUEST_TIMEOUT_MS", "500"),
             ("TIDEGATE_RING_CAPACITY_EVENTS", "500"),
             ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "100"),

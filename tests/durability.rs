@@ -54,9 +54,13 @@ fn a_stalled_sink_fills_the_ring_then_503_then_recovers() {
          [limits]\nmax_events_per_request = 100\n[server]\nretry_after_seconds = 3\n",
     )
     .unwrap();
+    // The memory ring's back-pressure; with durable acknowledgement the log absorbs a
+    // stalled sink instead (tests/durable_ack.rs).
     let mut server = Server::start(&[
         "--shards",
         "1",
+        "--ack",
+        "memory",
         "--config",
         config.to_str().unwrap(),
         "--test-stall-file",

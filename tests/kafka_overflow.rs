@@ -60,7 +60,8 @@ fn wait_metric(server: &Server, metric: &str, at_least: u64, within: Duration) {
     }
 }
 
-/// The accounting identity of the overflow: accepted = flushed + spilled + in rings.
+/// The accounting identity of the overflow: accepted = flushed + spilled + in rings (+
+/// with durable acknowledgement, kept on disk only: waiting, or stored by the spool-log).
 fn assert_outcomes_add_up(server: &Server) {
     let metrics = server.get("/metrics").text();
     let sum = |name| support::metric_sum(&metrics, name);
@@ -68,7 +69,9 @@ fn assert_outcomes_add_up(server: &Server) {
         sum("tidegate_events_accepted_total"),
         sum("tidegate_sink_events_total")
             + sum("tidegate_kafka_spilled_events_total")
-            + sum("tidegate_ring_events"),
+            + sum("tidegate_ring_events")
+            + sum("tidegate_log_backlog_events")
+            + sum("tidegate_log_stored_events_total"),
         "{metrics}"
     );
 }
@@ -86,6 +89,8 @@ fn a_stalled_cluster_spills_and_the_drain_writes_every_event_back() {
             ("TIDEGATE_SCYLLA_REQUEST_TIMEOUT_MS", "300"),
             ("TIDEGATE_RING_CAPACITY_EVENTS", "50"),
             ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "10"),
+            // A small log fills soon after the ring, and then requests spill.
+            ("TIDEGATE_DURABILITY_MAX_LOG_BYTES", "16384"),
             ("TIDEGATE_KAFKA_BROKERS", &broker.address()),
             ("TIDEGATE_KAFKA_PARTITIONS", "3"),
             ("TIDEGATE_KAFKA_ACK_DEADLINE_MS", "10000"),
@@ -175,6 +180,9 @@ fn a_stopped_broker_means_503_and_a_restart_loses_nothing_acknowledged() {
             stall.to_str().unwrap(),
         ],
         &[
+            // The spool sink stalls: ring full means spill only with memory acknowledgement
+            // (with durable acknowledgement the spool-log would keep the requests).
+            ("TIDEGATE_DURABILITY_ACK", "memory"),
             ("TIDEGATE_RING_CAPACITY_EVENTS", "40"),
             ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "10"),
             ("TIDEGATE_KAFKA_BROKERS", &broker.address()),
@@ -312,6 +320,9 @@ fn a_full_producer_queue_means_503_at_once() {
             stall.to_str().unwrap(),
         ],
         &[
+            // The spool sink stalls: ring full means spill only with memory acknowledgement
+            // (with durable acknowledgement the spool-log would keep the requests).
+            ("TIDEGATE_DURABILITY_ACK", "memory"),
             ("TIDEGATE_RING_CAPACITY_EVENTS", "10"),
             ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "10"),
             // Nothing listens on port 1.
@@ -356,6 +367,9 @@ fn the_standalone_drain_writes_what_a_server_spilled() {
             stall.to_str().unwrap(),
         ],
         &[
+            // The spool sink stalls: ring full means spill only with memory acknowledgement
+            // (with durable acknowledgement the spool-log would keep the requests).
+            ("TIDEGATE_DURABILITY_ACK", "memory"),
             ("TIDEGATE_RING_CAPACITY_EVENTS", "10"),
             ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "10"),
             ("TIDEGATE_KAFKA_BROKERS", &broker.address()),

@@ -307,6 +307,7 @@ fn edge(shards: usize, overflow: bool) -> (EdgeState, Vec<ShardRing>, Vec<Arc<Wr
             .zip(writers.clone())
             .collect(),
         overflow: overflow.then(|| Arc::new(OverflowStats::default())),
+        logs: Vec::new(),
     };
     (state, rings, writers)
 }
@@ -345,4 +346,25 @@ fn with_the_overflow_pressure_only_degrades() {
     let overflow = state.overflow.as_ref().unwrap();
     overflow.failed(SpillFailure::QueueFull);
     assert!(!state.readiness().is_ready(), "a refused spill is unready");
+}
+
+#[test]
+fn with_the_log_a_full_ring_degrades_and_a_full_log_is_unready() {
+    use crate::log::LogStats;
+    let (mut state, rings, writers) = edge(1, false);
+    state.logs = vec![Arc::new(LogStats::filled(1000, 100))];
+    rings[0]
+        .borrow_mut()
+        .push_all(&Bytes::from_static(b"12345678"), &[1, 2, 3, 4, 5, 6, 7, 8])
+        .unwrap();
+    writers[0].health.set_failing(true);
+    let readiness = state.readiness();
+    assert!(readiness.is_ready(), "the log absorbs it: {readiness:?}");
+    assert_eq!(readiness.degraded.len(), 2);
+    state.logs = vec![Arc::new(LogStats::filled(1000, 800))];
+    let readiness = state.readiness();
+    assert_eq!(
+        readiness.reasons,
+        ["shard 0: write-ahead log above its high-water mark"]
+    );
 }

@@ -85,6 +85,11 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
             .zip(writers.iter().cloned())
             .collect(),
         overflow: producer.as_ref().map(|producer| producer.stats.clone()),
+        logs: if config.durability.is_durable() {
+            logs.clone()
+        } else {
+            Vec::new()
+        },
     });
     let registry = Arc::new(registry);
     watch_signals(shutdown.clone())?;

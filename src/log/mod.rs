@@ -94,9 +94,20 @@ pub struct LogStats {
     max_bytes: AtomicU64,
     /// Events kept on disk only (the ring was full), waiting to be read back.
     backlog_events: AtomicU64,
+    /// Events kept on disk only where the log is the store (the spool): stored by their sync.
+    stored_in_log: AtomicU64,
 }
 
 impl LogStats {
+    /// Stats of a log of `max` bytes holding `unstored` (readiness's unit tests).
+    #[cfg(test)]
+    pub(crate) fn filled(max: u64, unstored: u64) -> Self {
+        let stats = LogStats::default();
+        stats.max_bytes.store(max, Relaxed);
+        stats.unstored_bytes.store(unstored, Relaxed);
+        stats
+    }
+
     /// Whether the log holds at least `percent` of its bound in unstored records.
     pub fn above(&self, percent: u8) -> bool {
         let max = self.max_bytes.load(Relaxed);
@@ -255,6 +266,9 @@ impl ShardLog {
         }
         if disk_only && self.is_store {
             // Synced is stored: nothing to read back.
+            self.stats
+                .stored_in_log
+                .fetch_add(events_in_request, Relaxed);
             self.release(generation);
             self.add_unstored(-(bytes as i64));
             self.disk_only_requests
@@ -657,6 +671,12 @@ impl Collector for LogsCollector {
             "tidegate_log_bytes",
             "Bytes written to the log.",
             each(|s| s.bytes_written.load(Relaxed)),
+        )?;
+        observe::counter(
+            &mut encoder,
+            "tidegate_log_stored_events",
+            "Events kept on disk only where the log is the store (the spool): stored by their sync.",
+            each(|s| s.stored_in_log.load(Relaxed)),
         )?;
         observe::counter(
             &mut encoder,

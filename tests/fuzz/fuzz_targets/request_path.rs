@@ -52,6 +52,7 @@ fn shard() -> Shard {
             shutdown: Arc::new(Shutdown::default()),
             shards: vec![(load, Arc::default())],
             overflow: None,
+            logs: Vec::new(),
         }),
     };
     let ctx = Rc::new(IngressContext::new(
