@@ -184,49 +184,62 @@ fn a_failed_sync_is_503_log_unavailable_and_keeps_nothing() {
     );
 }
 
-#[test]
-fn the_log_is_replayed_into_scylla_after_kill_9() {
+/// With the ScyllaDB sink held back by `hook` (`--test-stall-file` or `--test-fail-file`),
+/// posts `count` events (all 202: from the log alone), ends the server with `end`, checks
+/// the sink stored nothing, and starts it again on the same data with the sink free.
+fn hold_the_sink_end_and_restart(
+    hook: &str,
+    shards: &str,
+    count: u64,
+    series: u32,
+    end: impl FnOnce(&mut Server),
+) -> (TestNode, Server, Vec<String>) {
     let node = TestNode::start(1, 2);
     node.apply_schema();
     let contact = format!("127.0.0.1:{}", node.port);
-    let dir = tempfile::tempdir().unwrap();
-    let stall = dir.path().join("stall");
     let env = [("TIDEGATE_SCYLLA_CONTACT_POINTS", contact.as_str())];
-    // The sink stalls: events are acknowledged from the log alone.
-    std::fs::write(&stall, b"").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let held = dir.path().join("held");
+    std::fs::write(&held, b"").unwrap();
     let mut server = Server::start_with_env(
         &[
             "--shards",
-            "2",
+            shards,
             "--sink",
             "scylla",
-            "--test-stall-file",
-            stall.to_str().unwrap(),
+            hook,
+            held.to_str().unwrap(),
         ],
         &env,
     );
-    let ids: Vec<String> = (0..300).map(|n| uuid(96, n)).collect();
-    for chunk in ids.chunks(30) {
-        let body = support::json_array(chunk.iter().map(|id| event("s", id)));
+    let ids: Vec<String> = (0..count).map(|n| uuid(series, n)).collect();
+    for chunk in ids.chunks(20) {
+        let body = support::json_array(chunk.iter().map(|id| event("held", id)));
         assert_eq!(server.post_json(&body).status, 202);
     }
-    server.stop_with("KILL");
+    end(&mut server);
     assert!(
         node.stored_event_ids().is_empty(),
-        "the stalled sink stored nothing before the kill"
+        "the held sink stored nothing"
     );
-    std::fs::remove_file(&stall).unwrap();
-
-    let mut restarted = Server::start_in_with_env(
+    std::fs::remove_file(&held).unwrap();
+    let restarted = Server::start_in_with_env(
         &server.data_dir,
-        &["--shards", "2", "--sink", "scylla"],
+        &["--shards", shards, "--sink", "scylla"],
         &env,
     );
+    (node, restarted, ids)
+}
+
+#[test]
+fn the_log_is_replayed_into_scylla_after_kill_9() {
+    let (node, mut restarted, ids) =
+        hold_the_sink_end_and_restart("--test-stall-file", "2", 300, 96, |server| {
+            server.stop_with("KILL");
+        });
     let stored = node.stored_event_ids();
-    let expected: BTreeSet<String> = ids.into_iter().collect();
-    assert_eq!(
-        stored.intersection(&expected).count(),
-        expected.len(),
+    assert!(
+        ids.iter().all(|id| stored.contains(id)),
         "replayed before serving"
     );
     assert_eq!(restarted.metric("tidegate_log_replayed_events_total"), 300);
@@ -235,47 +248,16 @@ fn the_log_is_replayed_into_scylla_after_kill_9() {
 
 #[test]
 fn a_stop_with_the_sink_down_leaves_the_rest_in_the_log_for_the_next_start() {
-    let node = TestNode::start(1, 2);
-    node.apply_schema();
-    let contact = format!("127.0.0.1:{}", node.port);
-    let dir = tempfile::tempdir().unwrap();
-    let fail = dir.path().join("fail");
-    let env = [("TIDEGATE_SCYLLA_CONTACT_POINTS", contact.as_str())];
-    std::fs::write(&fail, b"").unwrap();
-    let mut server = Server::start_with_env(
-        &[
-            "--shards",
-            "1",
-            "--sink",
-            "scylla",
-            "--test-fail-file",
-            fail.to_str().unwrap(),
-        ],
-        &env,
-    );
-    let ids: Vec<String> = (0..200).map(|n| uuid(95, n)).collect();
-    for chunk in ids.chunks(20) {
-        let body = support::json_array(chunk.iter().map(|id| event("d", id)));
-        assert_eq!(server.post_json(&body).status, 202);
-    }
-    let started = Instant::now();
-    assert!(server.terminate().success(), "the stop completes");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "within the grace period: {:?}",
-        started.elapsed()
-    );
-    assert!(
-        node.stored_event_ids().is_empty(),
-        "the sink stored nothing"
-    );
-
-    std::fs::remove_file(&fail).unwrap();
-    let mut restarted = Server::start_in_with_env(
-        &server.data_dir,
-        &["--shards", "1", "--sink", "scylla"],
-        &env,
-    );
+    let (node, mut restarted, ids) =
+        hold_the_sink_end_and_restart("--test-fail-file", "1", 200, 95, |server| {
+            let started = Instant::now();
+            assert!(server.terminate().success(), "the stop completes");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "within the grace period: {:?}",
+                started.elapsed()
+            );
+        });
     let stored = node.stored_event_ids();
     assert!(
         ids.iter().all(|id| stored.contains(id)),

@@ -402,8 +402,24 @@ impl ShardLog {
     }
 
     /// The writer stored the `count` oldest events of the ring.
-    pub fn stored(&self, mut count: usize) {
+    pub fn stored(&self, count: usize) {
         self.stats.unstored_events.fetch_sub(count as u64, Relaxed);
+        for (generation, bytes) in self.leave_ring(count) {
+            self.add_unstored(-(bytes as i64));
+            self.release(generation);
+        }
+    }
+
+    /// The `count` oldest events of the ring leave it unstored, at shutdown: their records
+    /// stay outstanding, so the checkpoint stops before them.
+    pub fn left_in_log(&self, count: usize) {
+        self.leave_ring(count);
+    }
+
+    /// Takes the `count` oldest events off the ring's record; returns (generation, bytes)
+    /// of each request wholly gone.
+    fn leave_ring(&self, mut count: usize) -> Vec<(u64, u64)> {
+        let mut gone = Vec::new();
         let mut in_ring = self.in_ring.borrow_mut();
         while count > 0 {
             let Some(front) = in_ring.front_mut() else {
@@ -412,31 +428,13 @@ impl ShardLog {
             if front.0 <= count {
                 count -= front.0;
                 let (_, generation, bytes) = in_ring.pop_front().unwrap();
-                self.add_unstored(-(bytes as i64));
-                self.release(generation);
+                gone.push((generation, bytes));
             } else {
                 front.0 -= count;
                 count = 0;
             }
         }
-    }
-
-    /// The `count` oldest events of the ring leave it unstored, at shutdown: their records
-    /// stay outstanding, so the checkpoint stops before them.
-    pub fn left_in_log(&self, mut count: usize) {
-        let mut in_ring = self.in_ring.borrow_mut();
-        while count > 0 {
-            let Some(front) = in_ring.front_mut() else {
-                break;
-            };
-            if front.0 <= count {
-                count -= front.0;
-                in_ring.pop_front();
-            } else {
-                front.0 -= count;
-                count = 0;
-            }
-        }
+        gone
     }
 
     fn release(&self, generation: u64) {
