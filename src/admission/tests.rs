@@ -98,61 +98,37 @@ fn with_the_log_the_ring_is_a_cache_and_the_log_the_bound() {
     use crate::log::ShardLog;
     let (chunk, ends) = request();
     let log = ShardLog::detached(1000);
+    let admit_to = |ring: &ShardRing, overflow: Option<OverflowAvailable<'_>>| {
+        admit(
+            &mut ring.borrow_mut(),
+            &chunk,
+            &ends,
+            false,
+            Some(&log),
+            overflow,
+        )
+    };
     // Room in the ring: reserved there, to be pushed after the sync.
     let ring = shard_ring(10);
-    let admitted = admit(
-        &mut ring.borrow_mut(),
-        &chunk,
-        &ends,
-        false,
-        Some(&log),
-        None,
-    );
-    assert!(matches!(admitted, Ok(Admission::Reserved)));
+    assert!(matches!(admit_to(&ring, None), Ok(Admission::Reserved)));
     assert!(ring.is_empty(), "nothing is pushed before the sync");
     // A full ring: kept on disk only.
     let full = shard_ring(1);
-    let admitted = admit(
-        &mut full.borrow_mut(),
-        &chunk,
-        &ends,
-        false,
-        Some(&log),
-        None,
-    );
-    assert!(matches!(admitted, Ok(Admission::DiskOnly)));
+    assert!(matches!(admit_to(&full, None), Ok(Admission::DiskOnly)));
     // While earlier requests wait on disk, a new one goes there too, ring room or not.
     log.hold(0, 1);
-    let admitted = admit(
-        &mut ring.borrow_mut(),
-        &chunk,
-        &ends,
-        false,
-        Some(&log),
-        None,
-    );
-    assert!(matches!(admitted, Ok(Admission::DiskOnly)));
+    assert!(matches!(admit_to(&ring, None), Ok(Admission::DiskOnly)));
     // A full log: 503 log_full without an overflow, a spill with one.
     log.hold(990, 1);
-    let refused = admit(
-        &mut full.borrow_mut(),
-        &chunk,
-        &ends,
-        false,
-        Some(&log),
-        None,
+    assert_eq!(
+        admit_to(&full, None).unwrap_err(),
+        UnavailableCause::LogFull
     );
-    assert_eq!(refused.unwrap_err(), UnavailableCause::LogFull);
     let gate = OverflowAvailable { hot_keys: None };
-    let spilled = admit(
-        &mut full.borrow_mut(),
-        &chunk,
-        &ends,
-        false,
-        Some(&log),
-        Some(gate),
-    );
-    assert!(matches!(spilled, Ok(Admission::Spill(_))));
+    assert!(matches!(
+        admit_to(&full, Some(gate)),
+        Ok(Admission::Spill(_))
+    ));
 }
 
 #[test]
