@@ -3,8 +3,9 @@
 #
 #   scripts/openloop.sh [SCENARIO] [SECONDS] [FRACTIONS...]     e.g. scripts/openloop.sh single 10 0.5 0.8
 #
-# For the baseline (hyper on one tokio thread answering 202), tidegate/blackhole and
-# tidegate/spool, each pinned to CPU 0 with the load on CPU 1: measures saturation with wrk
+# For the baseline (hyper on one tokio thread answering 202) and tidegate with the
+# blackhole and spool sinks, durable (the default) and with `--ack memory` (targets ending
+# in -memory; TARGETS narrows the list), each pinned to CPU 0 with the load on CPU 1: measures saturation with wrk
 # (closed loop, 64 connections), then offers FRACTION x saturation at a fixed rate with
 # bench/openloop.rs and reports p50/p99/p99.9 measured from intended send times. Writes the
 # table to bench/results/openloop-<date>.md.
@@ -25,8 +26,10 @@ start() {
   case $1 in
     baseline) taskset -c 0 target/release/examples/baseline-server 127.0.0.1:0 >"$work/out" 2>&1 & ;;
     *) rm -rf "$work/data"
-       taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --sink "$1" \
-         --data-dir "$work/data" --log-level warn >"$work/out" 2>&1 & ;;
+       local ack=durable
+       [[ $1 == *-memory ]] && ack=memory
+       taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --sink "${1%-memory}" \
+         --ack "$ack" --data-dir "$work/data" --log-level warn >"$work/out" 2>&1 & ;;
   esac
   pid=$!
   for _ in $(seq 100); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.05; done
@@ -49,7 +52,7 @@ out="bench/results/openloop-$scenario-$(date -u +%Y%m%d-%H%M).md"
   echo
   echo "| target | saturation req/s | offered req/s | achieved req/s | non-2xx | p50 µs | p99 µs | p99.9 µs | max µs | note |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
-  for target in baseline blackhole spool; do
+  for target in ${TARGETS:-baseline blackhole blackhole-memory spool spool-memory}; do
     start "$target"
     sat=$(taskset -c 1 wrk -t1 -c64 -d5s -s "bench/wrk/$scenario.lua" "http://$addr/v1/events" | awk '/Requests\/sec/ { printf "%.0f", $2 }')
     for f in "${fractions[@]}"; do
