@@ -183,6 +183,12 @@ impl SegmentWriter {
         let file = BufferedFile::create(&self.path)
             .await
             .map_err(|e| self.io_error(e.into()))?;
+        // A synced record is only as durable as the directory entry of its file: without
+        // this, a power loss could take a whole new segment with it. Once per segment, so
+        // whatever the policy (the write-ahead log syncs its records itself).
+        std::fs::File::open(&self.settings.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| self.io_error(e))?;
         self.file = Some(file);
         self.position = 0;
         Ok(())
