@@ -78,12 +78,8 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
     };
     let (log, writer) = match durable {
         Some((log, segments, dir, keep_segments)) => {
-            let committer = glommio::spawn_local(log::run_committer(
-                log.clone(),
-                segments,
-                dir.clone(),
-                keep_segments,
-            ));
+            let committer =
+                glommio::spawn_local(log::run_committer(log.clone(), segments, dir.clone()));
             let source = Rc::new(LoggedRing::new(
                 ring.clone(),
                 log.clone(),

@@ -501,14 +501,9 @@ impl ShardLog {
     }
 }
 
-/// Writes and syncs the gathered groups, one at a time, until closed.
-pub async fn run_committer(
-    log: Rc<ShardLog>,
-    mut segments: SegmentWriter,
-    dir: PathBuf,
-    keep_segments: bool,
-) {
-    let mut saved_checkpoint = log.checkpoint();
+/// Writes and syncs the gathered groups, one at a time, until closed. (The checkpoint is
+/// saved by the writer's side, about once a second: see [`LoggedRing`].)
+pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: PathBuf) {
     loop {
         loop {
             let listener = log.work.listen();
@@ -558,7 +553,7 @@ pub async fn run_committer(
                 log.stats.sync_latency.observe(started.elapsed());
             }
             Err(err) => {
-                tracing::error!(error = %err, events = group.events, "write-ahead log write or sync failed; its requests get 503");
+                tracing::error!(log = %dir.display(), error = %err, events = group.events, "write-ahead log write or sync failed; its requests get 503");
                 log.stats.sync_failures.fetch_add(1, Relaxed);
                 log.failed_generations.borrow_mut().insert(generation);
                 // A rotation inside append_framed may have moved to a new segment first.
@@ -571,14 +566,6 @@ pub async fn run_committer(
         }
         log.done_generation.set(generation);
         log.synced.notify(usize::MAX);
-        let checkpoint = log.checkpoint();
-        if !keep_segments && checkpoint != saved_checkpoint {
-            if let Err(err) = recovery::save_checkpoint(&dir, checkpoint) {
-                tracing::warn!(error = %err, "cannot save the log checkpoint");
-            } else {
-                saved_checkpoint = checkpoint;
-            }
-        }
     }
     if let Err(err) = segments.close().await {
         tracing::warn!(error = %err, "closing the write-ahead log");
