@@ -308,10 +308,7 @@ pub struct RingsCollector(pub Vec<Arc<RingLoad>>);
 impl Collector for RingsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let each = |get: fn(&RingLoad) -> u64| {
-            self.0
-                .iter()
-                .enumerate()
-                .map(move |(id, load)| (vec![("shard", id.to_string())], get(load) as i64))
+            observe::per_shard(&self.0, get).map(|(labels, value)| (labels, value as i64))
         };
         observe::gauge(
             &mut encoder,

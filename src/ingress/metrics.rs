@@ -202,10 +202,6 @@ impl IngressMetrics {
     }
 }
 
-fn shard_label(id: usize) -> observe::Labels {
-    vec![("shard", id.to_string())]
-}
-
 impl Collector for IngressMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         let mut requests = Vec::new();
@@ -214,7 +210,7 @@ impl Collector for IngressMetrics {
                 for (i, status) in STATUSES.iter().enumerate() {
                     let n = s.requests[r][i].load(Relaxed);
                     if n > 0 {
-                        let mut labels = shard_label(id);
+                        let mut labels = observe::shard_labels(id);
                         labels.push(("route", route.as_str().to_owned()));
                         labels.push(("status", status.to_string()));
                         requests.push((labels, n));
@@ -234,7 +230,7 @@ impl Collector for IngressMetrics {
             let mut samples = Vec::new();
             for (id, s) in self.shards() {
                 for (i, name) in names.iter().enumerate() {
-                    let mut labels = shard_label(id);
+                    let mut labels = observe::shard_labels(id);
                     labels.push((label, (*name).to_owned()));
                     samples.push((labels, values(s, i)));
                 }
@@ -262,7 +258,7 @@ impl Collector for IngressMetrics {
             "tidegate_events_accepted",
             "Events answered 202: each is flushed or still in a ring.",
             self.shards()
-                .map(|(id, s)| (shard_label(id), s.events_accepted.load(Relaxed))),
+                .map(|(id, s)| (observe::shard_labels(id), s.events_accepted.load(Relaxed))),
         )?;
         let outcomes: Vec<&str> = EventRejection::ALL.iter().map(|r| r.as_str()).collect();
         observe::counter(
@@ -277,15 +273,23 @@ impl Collector for IngressMetrics {
             &mut encoder,
             "tidegate_connections_open",
             "Open HTTP connections.",
-            self.shards()
-                .map(|(id, s)| (shard_label(id), s.connections_open.load(Relaxed) as i64)),
+            self.shards().map(|(id, s)| {
+                (
+                    observe::shard_labels(id),
+                    s.connections_open.load(Relaxed) as i64,
+                )
+            }),
         )?;
         observe::counter(
             &mut encoder,
             "tidegate_connections_accepted",
             "Accepted TCP connections.",
-            self.shards()
-                .map(|(id, s)| (shard_label(id), s.connections_accepted.load(Relaxed))),
+            self.shards().map(|(id, s)| {
+                (
+                    observe::shard_labels(id),
+                    s.connections_accepted.load(Relaxed),
+                )
+            }),
         )
     }
 }

@@ -615,24 +615,13 @@ pub async fn open(
     Ok((log, segments, recovered))
 }
 
-/// Bytes a record of `len` takes in the log.
-pub fn record_bytes(len: usize) -> usize {
-    framed_len(len)
-}
-
 /// Every shard's log statistics, as one `/metrics` collector.
 #[derive(Debug)]
 pub struct LogsCollector(pub Vec<Arc<LogStats>>);
 
 impl Collector for LogsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let shard = |id: usize| vec![("shard", id.to_string())];
-        let each = |get: fn(&LogStats) -> u64| {
-            self.0
-                .iter()
-                .enumerate()
-                .map(move |(id, s)| (shard(id), get(s)))
-        };
+        let each = |get: fn(&LogStats) -> u64| observe::per_shard(&self.0, get);
         observe::counter(
             &mut encoder,
             "tidegate_log_syncs",
@@ -713,7 +702,7 @@ impl Collector for LogsCollector {
             self.0
                 .iter()
                 .enumerate()
-                .map(|(id, s)| (shard(id), &s.sync_latency)),
+                .map(|(id, s)| (observe::shard_labels(id), &s.sync_latency)),
         )
     }
 }

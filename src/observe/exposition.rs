@@ -10,6 +10,22 @@ use super::Histogram;
 /// A sample's labels, e.g. `[("shard", "0".into()), ("cause", "ring_full".into())]`.
 pub type Labels = Vec<(&'static str, String)>;
 
+/// The labels of shard `id`'s sample.
+pub fn shard_labels(id: usize) -> Labels {
+    vec![("shard", id.to_string())]
+}
+
+/// One sample per shard of what `get` reads from that shard's stats.
+pub fn per_shard<'a, T>(
+    stats: &'a [std::sync::Arc<T>],
+    get: impl Fn(&T) -> u64 + 'a,
+) -> impl Iterator<Item = (Labels, u64)> + 'a {
+    stats
+        .iter()
+        .enumerate()
+        .map(move |(id, s)| (shard_labels(id), get(s)))
+}
+
 /// A counter family: `name` gets the `_total` suffix in the exposition.
 pub fn counter(
     encoder: &mut DescriptorEncoder,

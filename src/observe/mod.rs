@@ -9,7 +9,9 @@
 mod exposition;
 mod histogram;
 
-pub use exposition::{counter, gauge, histogram, render, unlabelled_counters, Labels};
+pub use exposition::{
+    counter, gauge, histogram, per_shard, render, shard_labels, unlabelled_counters, Labels,
+};
 pub use histogram::Histogram;
 pub use prometheus_client::collector::Collector;
 pub use prometheus_client::encoding::DescriptorEncoder;

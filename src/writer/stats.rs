@@ -60,13 +60,7 @@ pub struct WritersCollector(pub Vec<Arc<WriterStats>>);
 
 impl Collector for WritersCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let shard = |id: usize| vec![("shard", id.to_string())];
-        let each = |get: fn(&WriterStats) -> u64| {
-            self.0
-                .iter()
-                .enumerate()
-                .map(move |(id, s)| (shard(id), get(s)))
-        };
+        let each = |get: fn(&WriterStats) -> u64| observe::per_shard(&self.0, get);
         observe::counter(
             &mut encoder,
             "tidegate_sink_batches",
@@ -105,7 +99,7 @@ impl Collector for WritersCollector {
             self.0
                 .iter()
                 .enumerate()
-                .map(|(id, s)| (shard(id), &s.flush_latency)),
+                .map(|(id, s)| (observe::shard_labels(id), &s.flush_latency)),
         )
     }
 }
