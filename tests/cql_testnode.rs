@@ -456,16 +456,21 @@ fn latency_lowers_the_adaptive_limit_and_backs_up_into_503() {
     assert!(healthy > 3, "limit grew to {healthy}");
 
     // Slow: every request takes 30 ms more.
+    // The small ring can fill before the first slow batches have come back and lowered
+    // the limit, so keep the load on until both have been seen.
     node.control("fault 0 latency 30");
     let started = std::time::Instant::now();
     let mut refused = 0;
-    while refused == 0 && started.elapsed() < std::time::Duration::from_secs(20) {
+    let mut slow = healthy;
+    while (refused == 0 || slow >= healthy)
+        && started.elapsed() < std::time::Duration::from_secs(20)
+    {
         if post(&server) == 503 {
             refused += 1;
+            slow = limit(&server);
         }
     }
     assert!(refused > 0, "a slow cluster must push back");
-    let slow = limit(&server);
     assert!(slow < healthy, "limit {healthy} -> {slow} under latency");
 
     node.control("clear");
