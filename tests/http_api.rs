@@ -394,3 +394,50 @@ fn support_config(toml: &str) -> String {
     let (_, path) = file.keep().unwrap();
     path.display().to_string()
 }
+
+/// Shards pin inside the CPU mask the server was started with (`taskset`, systemd's
+/// `CPUAffinity`), never onto a CPU the operator kept for something else.
+#[test]
+fn shards_pin_inside_the_process_cpu_mask() {
+    let allowed: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| {
+            let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+            unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+            unsafe { libc::CPU_ISSET(cpu, &set) }
+        })
+        .collect();
+    if allowed.len() < 2 {
+        eprintln!("skipped: needs two CPUs, this process may use {allowed:?}");
+        return;
+    }
+    let last = *allowed.last().unwrap();
+    // A child inherits the mask of the thread that starts it.
+    let server = std::thread::spawn(move || {
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(last, &mut set) };
+        let set_ok = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+        assert_eq!(set_ok, 0);
+        Server::start(&["--shards", "2"])
+    })
+    .join()
+    .unwrap();
+    let mut shards = 0;
+    // Each shard is an executor thread plus glommio's helper thread, both pinned.
+    for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        if !name.starts_with("tidegate-shard") {
+            continue;
+        }
+        shards += 1;
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let cpus = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        assert_eq!(cpus, last.to_string(), "{name} pinned outside the mask");
+    }
+    assert!(shards >= 2, "{shards} shard threads");
+}

@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use glommio::{CpuSet, LocalExecutorBuilder, Placement};
+use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use super::config::Config;
@@ -108,19 +108,17 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
         _ => None,
     };
 
-    let cpus: Vec<usize> = if config.server.pin_cores {
-        CpuSet::online()
-            .map(|set| set.into_iter().map(|location| location.cpu).collect())
-            .unwrap_or_default()
+    let cpus = if config.server.pin_cores {
+        allowed_cpus()
     } else {
         Vec::new()
     };
     let (started_tx, started_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::with_capacity(shards);
     for (id, socket) in sockets.into_iter().enumerate() {
-        let placement = match cpus.get(id % cpus.len().max(1)) {
-            Some(&cpu) if !cpus.is_empty() => Placement::Fixed(cpu),
-            _ => Placement::Unbound,
+        let placement = match shard_cpu(&cpus, id) {
+            Some(cpu) => Placement::Fixed(cpu),
+            None => Placement::Unbound,
         };
         let setup = ShardSetup {
             id,
@@ -245,4 +243,51 @@ fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), ServerError> {
         })
         .map_err(ServerError::Signals)?;
     Ok(())
+}
+
+/// The CPUs this process may run on (its affinity mask, as `taskset` or systemd's
+/// `CPUAffinity` set it), lowest first. Empty if the mask cannot be read.
+///
+/// Not glommio's `CpuSet::online()`: that lists every online CPU in no fixed order, so a
+/// server started under `taskset -c 0` pinned its one shard to CPU 0 in some runs and to
+/// CPU 1, beside the load generator, in others (issue 12's bimodal throughput).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity writes at most its size.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let read = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if read != 0 {
+        return Vec::new();
+    }
+    (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: cpu is below CPU_SETSIZE.
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect()
+}
+
+/// The CPU shard `id` is pinned to: the allowed CPUs in order, wrapping when there are
+/// more shards than CPUs; none (unpinned) when no CPU is known.
+fn shard_cpu(allowed: &[usize], id: usize) -> Option<usize> {
+    (!allowed.is_empty()).then(|| allowed[id % allowed.len()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_take_the_allowed_cpus_in_order_and_wrap() {
+        let allowed = [2, 5, 7];
+        let placed: Vec<_> = (0..5).map(|id| shard_cpu(&allowed, id)).collect();
+        assert_eq!(placed, [Some(2), Some(5), Some(7), Some(2), Some(5)]);
+        assert_eq!(shard_cpu(&[], 0), None);
+    }
+
+    #[test]
+    fn the_allowed_cpus_are_this_process_mask_in_order() {
+        let allowed = allowed_cpus();
+        assert!(!allowed.is_empty());
+        assert!(allowed.windows(2).all(|pair| pair[0] < pair[1]));
+        let parallelism = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(allowed.len(), parallelism);
+    }
 }
