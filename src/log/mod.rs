@@ -254,7 +254,7 @@ impl ShardLog {
             listener.await;
         }
         if self.failed_generations.borrow().contains(&generation) {
-            self.release(generation);
+            self.release([generation]);
             self.add_unstored(-(bytes as i64));
             if disk_only {
                 self.disk_only_requests
@@ -269,7 +269,7 @@ impl ShardLog {
             self.stats
                 .stored_in_log
                 .fetch_add(events_in_request, Relaxed);
-            self.release(generation);
+            self.release([generation]);
             self.add_unstored(-(bytes as i64));
             self.disk_only_requests
                 .set(self.disk_only_requests.get() - 1);
@@ -367,6 +367,7 @@ impl ShardLog {
     /// shutdown).
     pub fn consume_backlog(&self, stored: bool) {
         let taken = self.peeked.replace(0);
+        let mut settled = Vec::with_capacity(taken);
         for _ in 0..taken {
             let Some(entry) = self.backlog.borrow_mut().pop_front() else {
                 break;
@@ -381,9 +382,10 @@ impl ShardLog {
                     .unstored_events
                     .fetch_sub(entry.events as u64, Relaxed);
                 self.add_unstored(-(entry.bytes as i64));
-                self.release(entry.generation);
+                settled.push(entry.generation);
             }
         }
+        self.release(settled);
     }
 
     /// Records that a committed request's `events` are now in the ring, after all before.
@@ -404,10 +406,10 @@ impl ShardLog {
     /// The writer stored the `count` oldest events of the ring.
     pub fn stored(&self, count: usize) {
         self.stats.unstored_events.fetch_sub(count as u64, Relaxed);
-        for (generation, bytes) in self.leave_ring(count) {
-            self.add_unstored(-(bytes as i64));
-            self.release(generation);
-        }
+        let gone = self.leave_ring(count);
+        let bytes: u64 = gone.iter().map(|&(_, bytes)| bytes).sum();
+        self.add_unstored(-(bytes as i64));
+        self.release(gone.into_iter().map(|(generation, _)| generation));
     }
 
     /// The `count` oldest events of the ring leave it unstored, at shutdown: their records
@@ -437,12 +439,18 @@ impl ShardLog {
         gone
     }
 
-    fn release(&self, generation: u64) {
+    /// Settles requests that no longer hold the checkpoint back (stored, or failed), then
+    /// moves the checkpoint to the start of the oldest group still outstanding. Takes
+    /// them together: the writer settles hundreds per flush, and the checkpoint and the
+    /// pruning of group starts need doing once for all of them.
+    fn release(&self, generations: impl IntoIterator<Item = u64>) {
         let mut outstanding = self.outstanding.borrow_mut();
-        if let Some(n) = outstanding.get_mut(&generation) {
-            *n -= 1;
-            if *n == 0 {
-                outstanding.remove(&generation);
+        for generation in generations {
+            if let Some(n) = outstanding.get_mut(&generation) {
+                *n -= 1;
+                if *n == 0 {
+                    outstanding.remove(&generation);
+                }
             }
         }
         let oldest = outstanding.keys().next().copied();
@@ -457,9 +465,17 @@ impl ShardLog {
                 self.checkpoint.set(checkpoint);
             }
         }
-        // Starts of groups older than every outstanding request are no longer needed.
+        // Starts of groups older than every outstanding request are no longer needed;
+        // they are the map's first entries.
         match oldest {
-            Some(generation) => starts.retain(|g, _| *g >= generation),
+            Some(generation) => {
+                while starts
+                    .first_key_value()
+                    .is_some_and(|(&g, _)| g < generation)
+                {
+                    starts.pop_first();
+                }
+            }
             None => starts.clear(),
         }
     }
@@ -512,6 +528,10 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
             }
             listener.await;
         }
+        // Let every task already runnable (connections whose requests were read in the same
+        // poll that woke us) join this group first: one sync for all of them rather than a
+        // small group now and another right after. No wait when nothing else is runnable.
+        futures_lite::future::yield_now().await;
         let group = std::mem::take(&mut *log.gathering.borrow_mut());
         let generation = log.open_generation.get();
         if group.events == 0 {
