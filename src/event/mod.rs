@@ -2,10 +2,11 @@
 //!
 //! `batch` frames the body (object, array, NDJSON) and applies all-or-nothing semantics,
 //! `validate` holds the rules for one event, `numbers` keeps payload numbers exactly as
-//! sent, `json_text` re-emits payloads and `timestamp` reads event times. Each event leaves
+//! sent, `json_text` re-emits payloads and `timestamp` reads event times and `ids` makes the ids of events sent without one. Each event leaves
 //! in the binary form `crate::encoded` defines, which every later stage carries.
 
 mod batch;
+mod ids;
 mod json_text;
 mod numbers;
 mod timestamp;

@@ -151,7 +151,7 @@ pub fn validate_event<B: EncodeBuf>(
         user_id: user_id.ok_or_else(|| missing("user_id"))?,
         event_type: event_type.ok_or_else(|| missing("event_type"))?,
         event_time_ms: event_time.ok_or_else(|| missing("event_time"))?,
-        event_id: event_id.unwrap_or_else(Uuid::now_v7),
+        event_id: event_id.unwrap_or_else(|| super::ids::generated_id(ctx.received_at_ms)),
         received_at_ms: ctx.received_at_ms,
     };
 
