@@ -25,6 +25,11 @@ pub struct DurabilitySettings {
     /// `log_full` (or the Kafka overflow). 4 GiB holds a 10,000 events/s shard's ~200-byte
     /// events for over half an hour of sink outage (2 MB/s).
     pub max_log_bytes: u64,
+    /// Write the log with O_DIRECT where the filesystem allows it (glommio's DMA files):
+    /// no page-cache copy and write-back. `false` writes through the page cache, as the
+    /// callgrind count in scripts/instructions.sh must (valgrind cannot follow a direct
+    /// write through io_uring).
+    pub direct_io: bool,
 }
 
 impl Default for DurabilitySettings {
@@ -32,6 +37,7 @@ impl Default for DurabilitySettings {
         DurabilitySettings {
             ack: AckMode::Durable,
             max_log_bytes: 4 << 30,
+            direct_io: true,
         }
     }
 }
@@ -51,12 +57,14 @@ impl DurabilitySettings {
 
     /// Log segments of `segment_bytes` in `dir` (the size the spool's segments have:
     /// with the spool sink they are the same files). The log syncs each group itself,
-    /// never on a timer.
+    /// never on a timer, and writes them with direct I/O if asked and the filesystem
+    /// allows it.
     pub fn segments(&self, dir: PathBuf, segment_bytes: u64) -> SegmentSettings {
         SegmentSettings {
             dir,
             segment_bytes,
             fsync: FsyncPolicy::Never,
+            direct: self.direct_io,
         }
     }
 }

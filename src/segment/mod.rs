@@ -1,7 +1,8 @@
 //! Segment files: the on-disk form shared by everything tidegate keeps on local disk.
 //!
 //! A directory holds numbered, append-only segments of checksummed records. The spool sink
-//! stores its events this way, and the write-ahead log is meant to share the format, so one
+//! stores its events this way and the write-ahead log shares the format (with the spool sink
+//! they are the same files), so one
 //! reader — `tidegate spool cat`, replay, crash recovery — understands both, and damage is
 //! handled once: a torn tail or a corrupt record costs that record, never the rest.
 //!

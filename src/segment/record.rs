@@ -107,6 +107,16 @@ impl<'a> Iterator for Scanner<'a> {
         if rest.is_empty() {
             return None;
         }
+        if rest.iter().all(|&byte| byte == 0) {
+            // Zeros to the end: the padding of a direct write to the block boundary, which
+            // the next write replaces with records (see the writer); the log was cut off
+            // before that write.
+            self.pos = self.data.len();
+            return Some(Found::Torn {
+                offset: self.data.len() - rest.len(),
+                len: rest.len(),
+            });
+        }
         if rest.len() < HEADER_LEN {
             if MAGIC.starts_with(&rest[..rest.len().min(4)]) {
                 self.pos = self.data.len();
@@ -179,6 +189,25 @@ mod tests {
             assert_eq!(bad.len(), 1, "cut {cut}: {bad:?}");
             assert!(bad[0].starts_with("Torn"), "cut {cut}: {bad:?}");
         }
+    }
+
+    #[test]
+    fn zero_padding_after_the_records_is_a_torn_tail() {
+        let mut data = segment(&[b"one", b"two"]);
+        let records_end = data.len();
+        data.resize(512, 0);
+        let (good, bad) = records(&data);
+        assert_eq!(good, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert_eq!(
+            bad,
+            vec![format!(
+                "{:?}",
+                Found::Torn {
+                    offset: records_end,
+                    len: 512 - records_end
+                }
+            )]
+        );
     }
 
     #[test]

@@ -5,12 +5,22 @@
 //! go through glommio's io_uring file API so a write or an fdatasync never blocks the
 //! shard's other work. A batch is written with one `write_at`; a short or failed write
 //! leaves the position where it was, so a retry overwrites the partial bytes.
+//!
+//! With `direct` (the write-ahead log) a segment is written with O_DIRECT through glommio's
+//! `DmaFile`: the data goes from our buffer to the device, without the page-cache copy and
+//! writeback that cost the kernel ~10 times the CPU of the write itself for a 640 KiB group
+//! on this project's VM (~550 µs against ~50 µs per write plus fdatasync). Direct writes
+//! must start and end on the device's block boundary, so each write rewrites the partial
+//! last block with the new records after it and zero padding to the boundary. The bytes
+//! rewritten are the same as before, so a torn rewrite cannot damage a synced record; the
+//! padding reads as a torn tail, which recovery cuts, and a closed segment is truncated to
+//! its records. Where the filesystem refuses O_DIRECT, the segment is buffered instead.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::io::BufferedFile;
+use glommio::io::{BufferedFile, DmaFile};
 use thiserror::Error;
 
 use super::record::{append_record, framed_len};
@@ -34,6 +44,8 @@ pub struct SegmentSettings {
     /// A segment is closed and the next begun before it would grow past this.
     pub segment_bytes: u64,
     pub fsync: FsyncPolicy,
+    /// Write with O_DIRECT where the filesystem allows it (see the module's notes).
+    pub direct: bool,
 }
 
 #[derive(Debug, Error)]
@@ -46,9 +58,41 @@ pub enum SegmentError {
     },
 }
 
+/// An open segment: buffered, or direct with the partial last block kept in memory.
+enum SegmentFile {
+    Buffered(BufferedFile),
+    Direct {
+        file: DmaFile,
+        /// The bytes of the last, partial block: each write starts by rewriting them.
+        tail: Vec<u8>,
+    },
+}
+
+impl SegmentFile {
+    async fn fdatasync(&self) -> glommio::Result<(), ()> {
+        match self {
+            SegmentFile::Buffered(file) => file.fdatasync().await,
+            SegmentFile::Direct { file, .. } => file.fdatasync().await,
+        }
+    }
+
+    /// Closes the file; a direct one is first cut to `len`, dropping its padding.
+    async fn close(self, len: u64) -> glommio::Result<(), ()> {
+        match self {
+            SegmentFile::Buffered(file) => file.close().await,
+            SegmentFile::Direct { file, .. } => {
+                file.truncate(len).await?;
+                file.close().await
+            }
+        }
+    }
+}
+
 pub struct SegmentWriter {
     settings: SegmentSettings,
-    file: Option<BufferedFile>,
+    file: Option<SegmentFile>,
+    /// Set once the filesystem refused O_DIRECT, so later segments go buffered at once.
+    direct_refused: bool,
     path: PathBuf,
     next_sequence: u64,
     position: u64,
@@ -69,6 +113,7 @@ impl SegmentWriter {
         let mut writer = SegmentWriter {
             settings,
             file: None,
+            direct_refused: false,
             path: PathBuf::new(),
             next_sequence,
             position: 0,
@@ -112,20 +157,63 @@ impl SegmentWriter {
             // A failed rotation left no segment open: try again now.
             self.rotate().await?;
         }
-        let file = self.file.as_ref().expect("a segment is open while writing");
-        let written = file
-            .write_at(framed, self.position)
-            .await
-            .map_err(|e| self.io_error(e.into()))?;
-        if written != size {
+        let file = self.file.as_mut().expect("a segment is open while writing");
+        let (written, expected) = match file {
+            SegmentFile::Buffered(file) => {
+                let written =
+                    file.write_at(framed, self.position)
+                        .await
+                        .map_err(|e| SegmentError::Io {
+                            path: self.path.clone(),
+                            source: e.into(),
+                        })?;
+                (written, size)
+            }
+            SegmentFile::Direct { file, tail } => {
+                let start = self.position - tail.len() as u64;
+                let end = tail.len() + size;
+                let padded = file.align_up(end as u64) as usize;
+                let mut buffer = file.alloc_dma_buffer(padded);
+                let bytes = buffer.as_bytes_mut();
+                bytes[..tail.len()].copy_from_slice(tail);
+                bytes[tail.len()..end].copy_from_slice(&framed);
+                bytes[end..].fill(0);
+                let written = file
+                    .write_at(buffer, start)
+                    .await
+                    .map_err(|e| SegmentError::Io {
+                        path: self.path.clone(),
+                        source: e.into(),
+                    })?;
+                if written == padded {
+                    // The new partial block: what follows the last whole block written.
+                    let whole = file.align_down(end as u64) as usize;
+                    let mut next_tail = Vec::with_capacity(file.alignment() as usize);
+                    if whole < tail.len() {
+                        next_tail.extend_from_slice(&tail[whole..]);
+                        next_tail.extend_from_slice(&framed);
+                    } else {
+                        next_tail.extend_from_slice(&framed[whole - tail.len()..]);
+                    }
+                    *tail = next_tail;
+                }
+                (written, padded)
+            }
+        };
+        if written != expected {
             return Err(self.io_error(std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
-                format!("short write to segment ({written} of {size} bytes)"),
+                format!("short write to segment ({written} of {expected} bytes)"),
             )));
         }
         self.position += size as u64;
         self.dirty = true;
         Ok(())
+    }
+
+    /// Whether the current segment is written with direct I/O.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.file, Some(SegmentFile::Direct { .. }))
     }
 
     /// Where the next record will go: (segment sequence, byte offset in it).
@@ -138,7 +226,7 @@ impl SegmentWriter {
     /// back as stored) and never written or synced again.
     pub async fn abandon_segment(&mut self, keep: u64) -> Result<(), SegmentError> {
         if let Some(file) = self.file.take() {
-            let _ = file.close().await;
+            let _ = file.close(keep).await;
             if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&self.path) {
                 if f.set_len(keep).and_then(|()| f.sync_all()).is_err() {
                     tracing::error!(segment = %self.path.display(), "cannot cut back a failed segment");
@@ -167,7 +255,9 @@ impl SegmentWriter {
                     .await
                     .map_err(|e| self.io_error(e.into()))?;
             }
-            file.close().await.map_err(|e| self.io_error(e.into()))?;
+            file.close(self.position)
+                .await
+                .map_err(|e| self.io_error(e.into()))?;
             self.dirty = false;
         }
         Ok(())
@@ -180,18 +270,49 @@ impl SegmentWriter {
             .dir
             .join(format!("{:016}.{SEGMENT_SUFFIX}", self.next_sequence));
         self.next_sequence += 1;
-        let file = BufferedFile::create(&self.path)
-            .await
-            .map_err(|e| self.io_error(e.into()))?;
+        let file = self.create_segment().await?;
         // A synced record is only as durable as the directory entry of its file: without
         // this, a power loss could take a whole new segment with it. Once per segment, so
-        // whatever the policy (the write-ahead log syncs its records itself).
+        // whatever the policy (the write-ahead log syncs its records itself). It blocks the
+        // shard for a journal commit once per segment: glommio has no io_uring fsync of a
+        // directory, and its blocking pool never answers under valgrind, which
+        // scripts/instructions.sh needs.
         std::fs::File::open(&self.settings.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(|e| self.io_error(e))?;
         self.file = Some(file);
         self.position = 0;
         Ok(())
+    }
+
+    async fn create_segment(&mut self) -> Result<SegmentFile, SegmentError> {
+        if self.settings.direct && !self.direct_refused {
+            // Readable too: glommio probes the device for polled I/O with a read, and a
+            // write-only descriptor fails that probe with an error in the log.
+            let opened = glommio::io::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .dma_open(&self.path)
+                .await;
+            match opened {
+                Ok(file) => {
+                    return Ok(SegmentFile::Direct {
+                        file,
+                        tail: Vec::new(),
+                    })
+                }
+                Err(err) => {
+                    tracing::warn!(segment = %self.path.display(), error = %err, "the filesystem refused direct I/O; segments are buffered");
+                    self.direct_refused = true;
+                }
+            }
+        }
+        let file = BufferedFile::create(&self.path)
+            .await
+            .map_err(|e| self.io_error(e.into()))?;
+        Ok(SegmentFile::Buffered(file))
     }
 
     /// fdatasync of the current segment.
@@ -219,4 +340,70 @@ fn last_sequence(dir: &Path) -> std::io::Result<Option<u64>> {
                 .ok()
         })
         .max())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::segment::{Found, Scanner};
+
+    fn scan(path: &Path) -> (Vec<Vec<u8>>, Vec<String>) {
+        let data = std::fs::read(path).unwrap();
+        let mut records = Vec::new();
+        let mut other = Vec::new();
+        for found in Scanner::new(&data) {
+            match found {
+                Found::Record { payload, .. } => records.push(payload.to_vec()),
+                Found::Torn { .. } => other.push("torn".to_owned()),
+                damaged => other.push(format!("{damaged:?}")),
+            }
+        }
+        (records, other)
+    }
+
+    /// Groups of every size land whole, whatever block boundary they start or end on: a
+    /// crash after any write finds every record written so far, then at most a torn tail
+    /// of padding; a closed segment ends with its last record.
+    #[test]
+    fn direct_segments_keep_every_record_across_block_boundaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = SegmentSettings {
+            dir: dir.path().to_owned(),
+            segment_bytes: 1 << 20,
+            fsync: FsyncPolicy::Never,
+            direct: true,
+        };
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let mut writer = SegmentWriter::open(settings).await.unwrap();
+                assert!(writer.is_direct(), "ext4 or tmpfs allow direct I/O");
+                let path = writer.path.clone();
+                let mut expected: Vec<Vec<u8>> = Vec::new();
+                let mut size = 1;
+                for group in 0..60 {
+                    let mut framed = Vec::new();
+                    for _ in 0..(group % 4 + 1) {
+                        size = (size * 7 + 13) % 900;
+                        let payload = vec![b'a' + (size % 26) as u8; size];
+                        append_record(&mut framed, &payload);
+                        expected.push(payload);
+                    }
+                    writer.append_framed(framed).await.unwrap();
+                    writer.sync().await.unwrap();
+                    let (records, other) = scan(&path);
+                    assert_eq!(records, expected, "after group {group}");
+                    assert!(
+                        other.len() <= 1 && other.iter().all(|o| o == "torn"),
+                        "{other:?}"
+                    );
+                }
+                let end = writer.position().1;
+                writer.close().await.unwrap();
+                assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+                assert_eq!(scan(&path), (expected, Vec::new()));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }

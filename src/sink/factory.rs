@@ -135,7 +135,9 @@ impl SinkFactory {
                     SinkRole::Shard(id) => (data_dir.clone(), id),
                     SinkRole::Drain | SinkRole::Replay => (data_dir.join("drained"), 0),
                 };
-                AnySink::Spool(SpoolSink::open(&self.settings.spool, &dir, shard).await?)
+                AnySink::Spool(Box::new(
+                    SpoolSink::open(&self.settings.spool, &dir, shard).await?,
+                ))
             }
             SinkKind::Scylla => {
                 let dispatcher = self
@@ -174,7 +176,7 @@ pub enum AnySink {
     Blackhole(Blackhole),
     /// Events the write-ahead log already stored for good (it is the spool).
     InLog(Blackhole),
-    Spool(SpoolSink),
+    Spool(Box<SpoolSink>),
     Scylla(Box<ScyllaSink>),
     #[cfg(feature = "test-hooks")]
     Gated(Box<super::gate::Gate<AnySink>>),

@@ -67,6 +67,9 @@ impl SpoolSettings {
             dir,
             segment_bytes: self.segment_bytes,
             fsync: self.fsync_policy(),
+            // Page-cache writes: with memory acknowledgement nothing waits on the disk, and
+            // the kernel's write-back batches better than a device write per flush.
+            direct: false,
         }
     }
 }
