@@ -223,7 +223,10 @@ pub fn main() -> ExitCode {
 
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level))
+        // glommio::reactor's one message is the polled-I/O probe failing on the log's
+        // write-only segments, which is intended (see segment::writer): not an error here.
+        .add_directive("glommio::reactor=off".parse().expect("a valid directive"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
