@@ -492,3 +492,53 @@ fn a_full_log_is_503_log_full_until_the_sink_catches_up() {
     }
     server.terminate();
 }
+
+/// Segments the sink has stored are deleted while the shard serves (in the background,
+/// off the shard's thread), so the log's disk use follows the checkpoint.
+#[test]
+fn stored_segments_are_deleted_while_serving() {
+    let mut server = Server::start_with_env(
+        &["--shards", "1", "--sink", "blackhole"],
+        &[
+            ("TIDEGATE_SPOOL_SEGMENT_BYTES", "4096"),
+            ("TIDEGATE_BATCH_MAX_DELAY_MS", "1"),
+        ],
+    );
+    let log_dir = server.data_dir.join("wal").join("shard-0");
+    // (segments now, segments ever written: the highest sequence number + 1)
+    let segments = || {
+        let sequences: Vec<u64> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name();
+                name.to_str()?.strip_suffix(".seg")?.parse().ok()
+            })
+            .collect();
+        (sequences.len(), sequences.iter().max().map_or(0, |s| s + 1))
+    };
+    let mut n = 0;
+    let mut most = 0;
+    let started = Instant::now();
+    // ~1 KiB per request: a new segment every few requests. The checkpoint is settled
+    // about once a second, so keep posting for a few seconds.
+    while started.elapsed() < Duration::from_secs(4) {
+        n += 1;
+        let body =
+            support::json_array((0..8).map(|k| event(&format!("d{n}-{k}"), &uuid(91, n * 8 + k))));
+        assert_eq!(server.post_json(&body).status, 202);
+        most = most.max(segments().0);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(n > 100, "{n} requests");
+    let written = segments().1 as usize;
+    assert!(
+        most < written / 2,
+        "at most {most} segments at once of the ~{written} written"
+    );
+    let reported = server.metric("tidegate_log_segments");
+    assert!(
+        reported > 0 && reported <= most as u64,
+        "{reported} reported"
+    );
+    assert!(server.terminate().success());
+}

@@ -736,6 +736,8 @@ pub struct LoggedRing {
     /// The log is the spool itself: its segments are the store, never deleted.
     keep_segments: bool,
     settled: Cell<Instant>,
+    /// Stored segments are being deleted in the background.
+    deleting: Rc<Cell<bool>>,
     /// Whether the last peek came from the ring (or else from the backlog).
     from_ring: Cell<bool>,
 }
@@ -766,6 +768,7 @@ impl LoggedRing {
             dir,
             keep_segments,
             settled: Cell::new(Instant::now()),
+            deleting: Rc::default(),
             from_ring: Cell::new(true),
         }
     }
@@ -774,6 +777,42 @@ impl LoggedRing {
     pub fn settle(&self) {
         settle(&self.log, &self.dir, self.keep_segments);
         self.settled.set(Instant::now());
+    }
+
+    /// Saves the checkpoint, and deletes the segments wholly before it through glommio's
+    /// async remove: unlinking a 64 MiB segment on the shard's thread held every request
+    /// on it for milliseconds (durable blackhole 100-event p99 28 ms, against 10 ms with
+    /// the spool sink, whose log segments are never deleted).
+    fn settle_while_serving(&self) {
+        self.settled.set(Instant::now());
+        if self.keep_segments {
+            return;
+        }
+        let checkpoint = self.log.checkpoint();
+        if let Err(err) = recovery::save_checkpoint(&self.dir, checkpoint) {
+            tracing::warn!(error = %err, "cannot save the log checkpoint");
+            return;
+        }
+        if self.deleting.get() {
+            return;
+        }
+        let stored = recovery::segments_before(&self.dir, checkpoint.0);
+        let deleting = self.deleting.clone();
+        let dir = self.dir.clone();
+        let stats = self.log.stats.clone();
+        deleting.set(true);
+        glommio::spawn_local(async move {
+            for file in stored {
+                if let Err(err) = glommio::io::remove(&file).await {
+                    recovery::cannot_delete(&file, &err);
+                }
+            }
+            let (segments, bytes) = recovery::footprint(&dir);
+            stats.segments.store(segments, Relaxed);
+            stats.segment_bytes.store(bytes, Relaxed);
+            deleting.set(false);
+        })
+        .detach();
     }
 }
 
@@ -806,7 +845,7 @@ impl BatchSource for LoggedRing {
             self.log.consume_backlog(true);
         }
         if self.settled.get().elapsed() >= SETTLE_EVERY {
-            self.settle();
+            self.settle_while_serving();
         }
     }
 

@@ -121,18 +121,33 @@ pub fn save_checkpoint(dir: &Path, at: Position) -> Result<(), LogError> {
     std::fs::rename(&temporary, &path).map_err(io(&path))
 }
 
-/// Deletes the segments numbered below `sequence`: everything in them is stored.
-pub fn delete_before(dir: &Path, sequence: u64) {
+/// The segments numbered below `sequence`: everything in them is stored.
+pub fn segments_before(dir: &Path, sequence: u64) -> Vec<PathBuf> {
     let Ok(files) = segment_files(dir) else {
-        return;
+        return Vec::new();
     };
-    for file in files {
-        if file.parent() == Some(dir) && sequence_of(&file).is_some_and(|s| s < sequence) {
-            if let Err(err) = std::fs::remove_file(&file) {
-                tracing::warn!(segment = %file.display(), error = %err, "cannot delete a stored log segment");
-            }
+    files
+        .into_iter()
+        .filter(|file| {
+            file.parent() == Some(dir) && sequence_of(file).is_some_and(|s| s < sequence)
+        })
+        .collect()
+}
+
+/// Deletes the segments numbered below `sequence`, now (at start and at shutdown).
+pub fn delete_before(dir: &Path, sequence: u64) {
+    for file in segments_before(dir, sequence) {
+        match std::fs::remove_file(&file) {
+            // A deletion still running in the background got there first.
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => cannot_delete(&file, &err),
+            Ok(()) => {}
         }
     }
+}
+
+pub fn cannot_delete(file: &Path, err: &dyn std::fmt::Display) {
+    tracing::warn!(segment = %file.display(), error = %err, "cannot delete a stored log segment");
 }
 
 /// The number of segments in `dir` and their bytes.
