@@ -282,7 +282,7 @@ impl BatchSource for ShardRing {
             .has_full_batch(policy.max_events, policy.max_bytes)
     }
 
-    fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<Bytes>) -> usize {
+    async fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<Bytes>) -> usize {
         self.ring
             .borrow()
             .peek_batch(policy.max_events, policy.max_bytes, batch)

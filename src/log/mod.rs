@@ -144,6 +144,14 @@ struct Backlogged {
     events: usize,
 }
 
+/// Backlog requests that lie one after another in a segment: one read.
+struct BacklogSpan {
+    sequence: u64,
+    at: u64,
+    len: u64,
+    requests: usize,
+}
+
 /// One shard's log, shared by its connections (which commit) and its committer task.
 pub struct ShardLog {
     gathering: RefCell<Group>,
@@ -313,37 +321,72 @@ impl ShardLog {
         self.backlog.borrow().is_empty()
     }
 
-    /// Reads the oldest backlogged requests' events into `batch`, whole requests only, up
-    /// to the policy's bounds (at least one request); returns the bytes read. Blocking
-    /// reads of what was just written, mostly from the page cache.
-    pub fn peek_backlog(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
+    /// Reads the oldest requests kept on disk only back into `batch`, whole requests, up
+    /// to the policy's bounds (at least one request); returns the bytes read. Requests
+    /// that follow each other in a segment are read with one io_uring read: with direct
+    /// writes nothing of them is in the page cache, and a blocking read per request held
+    /// the shard for a device round trip each.
+    pub async fn peek_backlog(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
         batch.clear();
-        let backlog = self.backlog.borrow();
-        let starts = self.group_starts.borrow();
+        // Plan the reads first: no RefCell borrow may live across an await.
+        let mut spans: Vec<BacklogSpan> = Vec::new();
+        {
+            let backlog = self.backlog.borrow();
+            let starts = self.group_starts.borrow();
+            let (mut planned_events, mut planned_bytes) = (0, 0);
+            for entry in backlog.iter() {
+                if !spans.is_empty()
+                    && (planned_events + entry.events > policy.max_events
+                        || planned_bytes + entry.bytes as usize > policy.max_bytes)
+                {
+                    break;
+                }
+                let Some(&(sequence, start)) = starts.get(&entry.generation) else {
+                    break;
+                };
+                let at = start + entry.offset_in_group;
+                match spans.last_mut() {
+                    Some(span) if span.sequence == sequence && span.at + span.len == at => {
+                        span.len += entry.bytes;
+                        span.requests += 1;
+                    }
+                    _ => spans.push(BacklogSpan {
+                        sequence,
+                        at,
+                        len: entry.bytes,
+                        requests: 1,
+                    }),
+                }
+                planned_events += entry.events;
+                planned_bytes += entry.bytes as usize;
+            }
+        }
         let mut bytes = 0;
         let mut taken = 0;
-        for entry in backlog.iter() {
-            if taken > 0
-                && (batch.len() + entry.events > policy.max_events
-                    || bytes + entry.bytes as usize > policy.max_bytes)
-            {
-                break;
+        for span in spans {
+            let path = self.dir.join(format!(
+                "{:016}.{}",
+                span.sequence,
+                crate::segment::SEGMENT_SUFFIX
+            ));
+            let read = async {
+                let file = glommio::io::BufferedFile::open(&path).await?;
+                let data = file.read_at(span.at, span.len as usize).await;
+                let _ = file.close().await;
+                data
             }
-            let Some(&(sequence, start)) = starts.get(&entry.generation) else {
-                break;
+            .await;
+            let data = match read {
+                Ok(data) if data.len() == span.len as usize => data,
+                Ok(data) => {
+                    tracing::error!(segment = %path.display(), read = data.len(), wanted = span.len, "kept events read back short; retrying");
+                    break;
+                }
+                Err(err) => {
+                    tracing::error!(segment = %path.display(), error = %err, "cannot read back kept events; retrying");
+                    break;
+                }
             };
-            let path = self
-                .dir
-                .join(format!("{sequence:016}.{}", crate::segment::SEGMENT_SUFFIX));
-            let mut data = vec![0u8; entry.bytes as usize];
-            let read = std::fs::File::open(&path).and_then(|file| {
-                use std::os::unix::fs::FileExt;
-                file.read_exact_at(&mut data, start + entry.offset_in_group)
-            });
-            if let Err(err) = read {
-                tracing::error!(segment = %path.display(), error = %err, "cannot read back kept events; retrying");
-                break;
-            }
             for found in crate::segment::Scanner::new(&data) {
                 match found {
                     crate::segment::Found::Record { payload, .. } => {
@@ -357,7 +400,7 @@ impl ShardLog {
                     }
                 }
             }
-            taken += 1;
+            taken += span.requests;
         }
         self.peeked.set(taken);
         bytes
@@ -827,13 +870,13 @@ impl BatchSource for LoggedRing {
         self.ring.has_full_batch(policy) || !self.log.backlog_is_empty()
     }
 
-    fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
+    async fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
         let from_ring = !self.ring.is_empty();
         self.from_ring.set(from_ring);
         if from_ring {
-            self.ring.peek_batch(policy, batch)
+            self.ring.peek_batch(policy, batch).await
         } else {
-            self.log.peek_backlog(policy, batch)
+            self.log.peek_backlog(policy, batch).await
         }
     }
 

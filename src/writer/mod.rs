@@ -39,13 +39,14 @@ pub struct BatchPolicy {
 }
 
 /// What the writer needs of the buffer it drains.
+#[allow(async_fn_in_trait)] // shard-local: futures never cross threads
 pub trait BatchSource {
     fn is_empty(&self) -> bool;
     /// Whether a full batch (by the writer's policy) is waiting.
     fn has_full_batch(&self, policy: &BatchPolicy) -> bool;
     /// Copies handles to the oldest events into `batch` without removing them; returns the
-    /// bytes peeked.
-    fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<Bytes>) -> usize;
+    /// bytes peeked. Async because what is kept on disk only is read back from it.
+    async fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<Bytes>) -> usize;
     /// Removes the `count` oldest events, which are stored.
     fn consume(&self, count: usize);
     /// Removes the `count` oldest events, which a [`Fallback`] took instead of the sink.
@@ -117,7 +118,7 @@ pub async fn run<B: BatchSource, S: Sink, F: Fallback>(
             future::or(pushed, sleep(deadline - now)).await;
         }
 
-        let bytes = buffer.peek_batch(&policy, &mut batch);
+        let bytes = buffer.peek_batch(&policy, &mut batch).await;
         let started = Instant::now();
         let stored =
             write_until_stored(shard, &mut sink, &batch, &stats, &*buffer, &fallback).await;
