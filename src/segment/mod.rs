@@ -8,11 +8,13 @@
 //!
 //! - [`record`]: how a record is framed, and the scanner that finds records in damaged bytes;
 //! - [`writer`]: appending batches to a directory's segments, rotating and syncing them;
+//! - [`zero_ahead`]: zeros kept written ahead of a direct segment's records;
 //! - [`reader`]: finding a directory's segments in order.
 
 mod reader;
 mod record;
 mod writer;
+mod zero_ahead;
 
 pub use reader::segment_files;
 pub use record::{append_record, framed_len, Found, Scanner};
