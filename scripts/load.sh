@@ -44,7 +44,14 @@ start() { # start NAME -> prints the address once the server announced it
   grep -o 'http://[0-9.:]*' "$out" | head -1
 }
 
-stop() { kill -TERM "$(cat "$work/$1.pid")" 2>/dev/null || true; wait "$(cat "$work/$1.pid")" 2>/dev/null || true; }
+# The server was started in a command substitution's subshell, so `wait` cannot reap it:
+# poll until it is gone, so that the next start does not race its last writes.
+stop() {
+  local pid; pid=$(cat "$work/$1.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
 
 # Converts wrk's latency text (e.g. 1.23ms, 850.00us, 1.02s) to microseconds.
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n*1000; else if (v ~ /s$/) print n*1000000; else print n }'; }
