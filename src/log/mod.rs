@@ -575,7 +575,19 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
         // poll that woke us) join this group first: one sync for all of them rather than a
         // small group now and another right after. No wait when nothing else is runnable.
         futures_lite::future::yield_now().await;
-        let group = std::mem::take(&mut *log.gathering.borrow_mut());
+        // The next group starts with room for about as much as this one: grown from nothing
+        // by doubling, its buffer cost as much copying again as the records themselves.
+        let group = {
+            let mut gathering = log.gathering.borrow_mut();
+            let room = gathering.framed.len() + gathering.framed.len() / 4;
+            std::mem::replace(
+                &mut *gathering,
+                Group {
+                    framed: Vec::with_capacity(room),
+                    events: 0,
+                },
+            )
+        };
         let generation = log.open_generation.get();
         if group.events == 0 {
             // Closing, and nothing more to sync.
