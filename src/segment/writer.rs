@@ -385,59 +385,13 @@ mod tests {
         (records, other)
     }
 
-    /// Groups of every size land whole, whatever block boundary they start or end on: a
-    /// crash after any write finds every record written so far, then at most a torn tail
-    /// of padding; a closed segment ends with its last record.
-    #[test]
-    fn direct_segments_keep_every_record_across_block_boundaries() {
+    /// Runs `test` on a direct writer of `segment_bytes` segments in a fresh directory.
+    fn with_a_direct_writer<F, Fut>(segment_bytes: u64, test: F)
+    where
+        F: FnOnce(SegmentWriter) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
         let dir = tempfile::tempdir().unwrap();
-        let settings = SegmentSettings {
-            dir: dir.path().to_owned(),
-            segment_bytes: 1 << 20,
-            fsync: FsyncPolicy::Never,
-            direct: true,
-        };
-        glommio::LocalExecutorBuilder::default()
-            .spawn(move || async move {
-                let mut writer = SegmentWriter::open(settings).await.unwrap();
-                assert!(writer.is_direct(), "ext4 or tmpfs allow direct I/O");
-                let path = writer.path.clone();
-                let mut expected: Vec<Vec<u8>> = Vec::new();
-                let mut size = 1;
-                for group in 0..60 {
-                    let mut framed = Vec::new();
-                    for _ in 0..(group % 4 + 1) {
-                        size = (size * 7 + 13) % 900;
-                        let payload = vec![b'a' + (size % 26) as u8; size];
-                        append_record(&mut framed, &payload);
-                        expected.push(payload);
-                    }
-                    writer.append_framed(framed).await.unwrap();
-                    writer.sync().await.unwrap();
-                    let (records, other) = scan(&path);
-                    assert_eq!(records, expected, "after group {group}");
-                    assert!(
-                        other.len() <= 1 && other.iter().all(|o| o == "torn"),
-                        "{other:?}"
-                    );
-                }
-                let end = writer.position().1;
-                writer.close().await.unwrap();
-                assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
-                assert_eq!(scan(&path), (expected, Vec::new()));
-            })
-            .unwrap()
-            .join()
-            .unwrap();
-    }
-
-    /// Zeros run ahead of the records (so that records overwrite blocks the file has), and
-    /// never over them: not while a record write is in flight, not when a group outruns
-    /// them and extends the file itself, not across a rotation.
-    #[test]
-    fn zeros_run_ahead_of_direct_records_and_never_over_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let segment_bytes = 1 << 20;
         let settings = SegmentSettings {
             dir: dir.path().to_owned(),
             segment_bytes,
@@ -446,60 +400,106 @@ mod tests {
         };
         glommio::LocalExecutorBuilder::default()
             .spawn(move || async move {
-                let mut writer = SegmentWriter::open(settings).await.unwrap();
+                let writer = SegmentWriter::open(settings).await.unwrap();
                 assert!(writer.is_direct(), "ext4 or tmpfs allow direct I/O");
-                let mut expected: Vec<Vec<u8>> = Vec::new();
-                let mut size = 1;
-                let mut most_ahead = 0;
-                // Groups of a few small records, with one of 600 KiB (more than the zeros
-                // run ahead) in the middle; about 1.5 segments in all.
-                for group in 0..400 {
-                    let path = writer.path.clone();
-                    let mut framed = Vec::new();
-                    let records = if group == 150 { 600 } else { group % 5 + 1 };
-                    for _ in 0..records {
-                        size = (size * 7 + 13) % 2000;
-                        let len = if group == 150 { 1000 } else { size };
-                        let payload = vec![b'a' + (len % 26) as u8; len];
-                        append_record(&mut framed, &payload);
-                        expected.push(payload);
-                    }
-                    let sequence_before = writer.position().0;
-                    writer.append_framed(framed).await.unwrap();
-                    writer.sync().await.unwrap();
-                    if writer.position().0 != sequence_before {
-                        // Rotated: the closed segment holds exactly what was expected so far.
-                        let (records, other) = scan(&path);
-                        assert!(other.is_empty(), "{other:?}");
-                        expected.drain(..records.len());
-                        assert!(!expected.is_empty());
-                    }
-                    let path = writer.path.clone();
-                    let (records, other) = scan(&path);
-                    assert_eq!(records, expected, "after group {group}");
-                    assert!(
-                        other.len() <= 1 && other.iter().all(|o| o == "torn"),
-                        "{other:?}"
-                    );
-                    let ahead = std::fs::metadata(&path).unwrap().len() - writer.position().1;
-                    most_ahead = most_ahead.max(ahead);
-                    if group % 50 == 0 {
-                        // Give the zeros time to catch up now and then.
-                        glommio::timer::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                assert!(
-                    most_ahead >= 256 << 10,
-                    "zeros should run well ahead of the records: at most {most_ahead} bytes"
-                );
-                let path = writer.path.clone();
-                let end = writer.position().1;
-                writer.close().await.unwrap();
-                assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
-                assert_eq!(scan(&path), (expected, Vec::new()));
+                test(writer).await;
             })
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    /// What a crash now would find in `path`: every record written, then at most a torn
+    /// tail (padding, or zeros ahead).
+    fn assert_a_crash_finds(path: &Path, expected: &[Vec<u8>], group: usize) {
+        let (records, other) = scan(path);
+        assert_eq!(records, expected, "after group {group}");
+        assert!(
+            other.len() <= 1 && other.iter().all(|o| o == "torn"),
+            "{other:?}"
+        );
+    }
+
+    /// Closing cuts the segment to its last record.
+    async fn close_cuts_to_the_records(mut writer: SegmentWriter, expected: Vec<Vec<u8>>) {
+        let path = writer.path.clone();
+        let end = writer.position().1;
+        writer.close().await.unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), end);
+        assert_eq!(scan(&path), (expected, Vec::new()));
+    }
+
+    /// Groups of every size land whole, whatever block boundary they start or end on: a
+    /// crash after any write finds every record written so far, then at most a torn tail
+    /// of padding; a closed segment ends with its last record.
+    #[test]
+    fn direct_segments_keep_every_record_across_block_boundaries() {
+        with_a_direct_writer(1 << 20, |mut writer| async move {
+            let path = writer.path.clone();
+            let mut expected: Vec<Vec<u8>> = Vec::new();
+            let mut size = 1;
+            for group in 0..60 {
+                let mut framed = Vec::new();
+                for _ in 0..(group % 4 + 1) {
+                    size = (size * 7 + 13) % 900;
+                    let payload = vec![b'a' + (size % 26) as u8; size];
+                    append_record(&mut framed, &payload);
+                    expected.push(payload);
+                }
+                writer.append_framed(framed).await.unwrap();
+                writer.sync().await.unwrap();
+                assert_a_crash_finds(&path, &expected, group);
+            }
+            close_cuts_to_the_records(writer, expected).await;
+        });
+    }
+
+    /// Zeros run ahead of the records (so that records overwrite blocks the file has), and
+    /// never over them: not while a record write is in flight, not when a group outruns
+    /// them and extends the file itself, not across a rotation.
+    #[test]
+    fn zeros_run_ahead_of_direct_records_and_never_over_them() {
+        with_a_direct_writer(1 << 20, |mut writer| async move {
+            let mut expected: Vec<Vec<u8>> = Vec::new();
+            let mut size = 1;
+            let mut most_ahead = 0;
+            // Groups of a few small records, with one of 600 KiB (more than the zeros
+            // run ahead) in the middle; about 1.5 segments in all.
+            for group in 0..400 {
+                let path = writer.path.clone();
+                let mut framed = Vec::new();
+                let records = if group == 150 { 600 } else { group % 5 + 1 };
+                for _ in 0..records {
+                    size = (size * 7 + 13) % 2000;
+                    let len = if group == 150 { 1000 } else { size };
+                    let payload = vec![b'a' + (len % 26) as u8; len];
+                    append_record(&mut framed, &payload);
+                    expected.push(payload);
+                }
+                let sequence_before = writer.position().0;
+                writer.append_framed(framed).await.unwrap();
+                writer.sync().await.unwrap();
+                if writer.position().0 != sequence_before {
+                    // Rotated: the closed segment holds exactly what was expected so far.
+                    let (records, other) = scan(&path);
+                    assert!(other.is_empty(), "{other:?}");
+                    expected.drain(..records.len());
+                    assert!(!expected.is_empty());
+                }
+                let path = writer.path.clone();
+                assert_a_crash_finds(&path, &expected, group);
+                let ahead = std::fs::metadata(&path).unwrap().len() - writer.position().1;
+                most_ahead = most_ahead.max(ahead);
+                if group % 50 == 0 {
+                    // Give the zeros time to catch up now and then.
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            assert!(
+                most_ahead >= 256 << 10,
+                "zeros should run well ahead of the records: at most {most_ahead} bytes"
+            );
+            close_cuts_to_the_records(writer, expected).await;
+        });
     }
 }
