@@ -62,12 +62,14 @@ fn shard() -> Shard {
         ring.clone(),
         shared,
         None,
+        None,
     ));
     Shard {
         executor: glommio::LocalExecutorBuilder::default().make().unwrap(),
         ctx,
         ring,
         limits: ConnectionLimits {
+            routes: policy.routes,
             timeouts: policy.timeouts,
             max_header_bytes: policy.max_header_bytes,
             lingering: tidegate::ingress::Lingering {
