@@ -441,3 +441,35 @@ fn shards_pin_inside_the_process_cpu_mask() {
     }
     assert!(shards >= 2, "{shards} shard threads");
 }
+
+/// With `server.admin_listen` set, the metrics move to the admin address: the ingest port,
+/// which faces clients, answers them 404, and the admin port takes no events.
+#[test]
+fn an_admin_listener_serves_the_metrics_and_the_ingest_port_no_longer_does() {
+    let admin: std::net::SocketAddr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    let server = Server::start_with_env(
+        &["--shards", "2"],
+        &[("TIDEGATE_SERVER_ADMIN_LISTEN", &admin.to_string())],
+    );
+    let body = event("u1", &uuid(9, 1));
+    assert_eq!(server.post(body.as_bytes(), &[JSON]).status, 202);
+    assert_eq!(server.get("/metrics").status, 404);
+    assert_eq!(server.get("/health").status, 200);
+    assert_eq!(server.get("/ready").status, 200);
+
+    let get = |path| support::request(admin, "GET", path, &[], b"");
+    let metrics = get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert_eq!(
+        support::metric_sum(&metrics.text(), "tidegate_events_accepted_total"),
+        1,
+        "one scrape covers every shard"
+    );
+    assert_eq!(get("/health").status, 200);
+    assert_eq!(get("/ready").status, 200);
+    let post = support::request(admin, "POST", "/v1/events", &[JSON], body.as_bytes());
+    assert_eq!(post.status, 404);
+}

@@ -22,7 +22,7 @@ use thiserror::Error;
 use toml::{Table, Value};
 
 use crate::event::{BatchLimits, EventLimits};
-use crate::ingress::{BodyTimeout, ConnectionPolicy, HttpLimits, Lingering, Timeouts};
+use crate::ingress::{BodyTimeout, ConnectionPolicy, HttpLimits, Lingering, Routes, Timeouts};
 use crate::log::DurabilitySettings;
 use crate::overflow::KafkaSettings;
 use crate::ring::RingCapacity;
@@ -68,6 +68,10 @@ pub struct ServerConfig {
     pub max_header_bytes: usize,
     /// Longest request target (path and query); a longer one gets 414.
     pub max_uri_bytes: usize,
+    /// A second address, served by shard 0, with only `/metrics`, `/health` and `/ready`
+    /// (e.g. `127.0.0.1:9464`); once set, the ingest address no longer serves `/metrics`.
+    /// Empty: none.
+    pub admin_listen: String,
     /// Time a request body gets to arrive once its head has, before the extensions below.
     pub body_read_timeout_ms: u64,
     /// Each byte of body received extends the body's deadline by `1 / rate` seconds, so a
@@ -163,6 +167,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 60_000,
             max_header_bytes: 64 * 1024,
             max_uri_bytes: 8 * 1024,
+            admin_listen: String::new(),
             body_read_timeout_ms: 10_000,
             body_min_bytes_per_second: 1024,
             lingering_time_ms: 30_000,
@@ -322,6 +327,7 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.admin_listen_addr()?;
         let positive = |key: &str, value: u64| {
             if value == 0 {
                 Err(invalid(key, "must be greater than 0"))
@@ -410,6 +416,19 @@ impl Config {
         self.kafka.enabled()
     }
 
+    /// The admin listener's address, if one is configured.
+    pub fn admin_listen_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.server.admin_listen.is_empty() {
+            return Ok(None);
+        }
+        self.server.admin_listen.parse().map(Some).map_err(|_| {
+            invalid(
+                "server.admin_listen",
+                "must be IP:PORT, e.g. 127.0.0.1:9464, or empty",
+            )
+        })
+    }
+
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.server
             .listen
@@ -452,6 +471,11 @@ impl Config {
 
     pub fn connection_policy(&self) -> ConnectionPolicy {
         ConnectionPolicy {
+            routes: if self.server.admin_listen.is_empty() {
+                Routes::All
+            } else {
+                Routes::Ingest
+            },
             timeouts: Timeouts {
                 header_read: Duration::from_millis(self.server.header_read_timeout_ms),
                 idle: Duration::from_millis(self.server.idle_timeout_ms),
@@ -587,6 +611,33 @@ mod tests {
         assert_eq!(config.server.shards, 1, "flag over env");
         assert_eq!(config.limits.max_body_bytes, 1 << 20, "default kept");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// An admin address splits the routes: metrics leave the ingest listener.
+    #[test]
+    fn an_admin_address_moves_the_metrics_off_the_ingest_listener() {
+        let config = Config::load(None, vec![], &[]).unwrap();
+        assert_eq!(config.admin_listen_addr().unwrap(), None);
+        assert_eq!(config.connection_policy().routes, Routes::All);
+        let config = Config::load(
+            None,
+            env(&[("TIDEGATE_SERVER_ADMIN_LISTEN", "127.0.0.1:9464")]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.admin_listen_addr().unwrap(),
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        assert_eq!(config.connection_policy().routes, Routes::Ingest);
+        let err = Config::load(
+            None,
+            env(&[("TIDEGATE_SERVER_ADMIN_LISTEN", "localhost")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("server.admin_listen"), "{err}");
     }
 
     #[test]

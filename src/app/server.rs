@@ -47,6 +47,15 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
     let addr = config.listen_addr().expect("validated");
     let (sockets, bound) = ingress::bind_reuseport(addr, shards, config.server.backlog)
         .map_err(|source| ServerError::Listen { addr, source })?;
+    let mut admin = match config.admin_listen_addr().expect("validated") {
+        Some(addr) => {
+            let (mut sockets, bound) = ingress::bind_reuseport(addr, 1, config.server.backlog)
+                .map_err(|source| ServerError::Listen { addr, source })?;
+            Some((sockets.remove(0), bound))
+        }
+        None => None,
+    };
+    let admin_bound = admin.as_ref().map(|(_, bound)| *bound);
     let sinks = SinkFactory::start(sink_settings)?;
     let mut registry = Registry::default();
     let ingress_metrics = Arc::new(IngressMetrics::new(shards));
@@ -124,6 +133,11 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
             id,
             config: config.clone(),
             socket,
+            admin_socket: if id == 0 {
+                admin.take().map(|(socket, _)| socket)
+            } else {
+                None
+            },
             shared: Shared {
                 metrics: ingress_metrics.clone(),
                 registry: registry.clone(),
@@ -166,12 +180,17 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
     if startup_error.is_some() {
         shutdown.request();
     } else {
-        // A stable line on stdout: scripts and tests read the bound address from it.
+        // A stable first line on stdout: scripts and tests read the bound address from it.
+        // The admin address follows in the same write: a reader that takes one line and
+        // closes the pipe must not make a later write fail.
+        let admin_line = admin_bound.map_or(String::new(), |admin| {
+            format!("\ntidegate: admin (metrics, health, ready) on http://{admin}")
+        });
         println!(
-            "tidegate: listening on http://{bound} ({shards} shards, sink {})",
+            "tidegate: listening on http://{bound} ({shards} shards, sink {}){admin_line}",
             config.sink.kind
         );
-        tracing::info!(%bound, shards, sink = %config.sink.kind, "serving");
+        tracing::info!(%bound, shards, sink = %config.sink.kind, admin = ?admin_bound, "serving");
     }
 
     let mut first_error = startup_error;

@@ -31,6 +31,8 @@ pub struct ShardSetup {
     pub(super) id: usize,
     pub(super) config: Arc<Config>,
     pub(super) socket: Socket,
+    /// The admin listener's socket: shard 0 serves it when one is configured.
+    pub(super) admin_socket: Option<Socket>,
     pub(super) shared: Shared,
     /// Where the shard's ring publishes its depth.
     pub(super) ring_load: Arc<RingLoad>,
@@ -49,6 +51,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         id,
         config,
         socket,
+        admin_socket,
         shared,
         ring_load,
         writer: writer_stats,
@@ -115,7 +118,17 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         log.as_ref().map(|(log, _, _)| log.clone()),
     ));
     let _ = started.send(Ok(id));
-    ingress::serve(ctx, listener, config.connection_policy()).await;
+    let connections = config.connection_policy();
+    let admin = async {
+        if let Some(socket) = admin_socket {
+            let admin_connections = ingress::ConnectionPolicy {
+                routes: ingress::Routes::Admin,
+                ..connections
+            };
+            ingress::serve(ctx.clone(), ingress::adopt(socket), admin_connections).await;
+        }
+    };
+    futures_lite::future::zip(ingress::serve(ctx.clone(), listener, connections), admin).await;
 
     // No connection can push any more: let the writer drain the ring and close the sink.
     ring.close();

@@ -67,6 +67,7 @@ enum Expired {
 /// What one connection is held to.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionLimits {
+    pub routes: handler::Routes,
     pub timeouts: Timeouts,
     pub max_header_bytes: usize,
     pub lingering: Lingering,
@@ -167,7 +168,7 @@ async fn serve_http(
                         ctx.metrics().request(Route::Other, 503);
                         reply
                     }
-                    Ok(()) => handler::handle(&ctx, req).await,
+                    Ok(()) => handler::handle(&ctx, req, limits.routes).await,
                 };
                 // An answer that closes the connection may leave the body, or requests
                 // behind it, unread (every such answer of ours says `Connection: close`).

@@ -126,12 +126,22 @@ impl IngressContext {
 }
 
 /// Answers one request and counts it.
-pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
+pub async fn handle(ctx: &IngressContext, req: Request<Incoming>, routes: Routes) -> Reply {
     if let Some(reply) = check_head(ctx, &req) {
         ctx.metrics().request(Route::Other, reply.status().as_u16());
         return reply;
     }
-    let (route, reply) = match req.uri().path() {
+    let path = req.uri().path();
+    let served = match path {
+        "/v1/events" => routes != Routes::Admin,
+        "/metrics" => routes != Routes::Ingest,
+        _ => true,
+    };
+    let (route, reply) = match path {
+        _ if !served => (
+            Route::Other,
+            response::error(StatusCode::NOT_FOUND, "not_found", "no such route", ""),
+        ),
         "/v1/events" => (
             Route::Events,
             if req.method() == Method::POST {
@@ -186,6 +196,18 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     };
     ctx.metrics().request(route, reply.status().as_u16());
     reply
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routes {
+    /// Everything, on the one listener there is.
+    All,
+    /// The ingest listener beside an admin one: `/v1/events`, `/health`, `/ready`; the
+    /// metrics are not for the clients the ingest port faces.
+    Ingest,
+    /// The admin listener: `/metrics`, `/health`, `/ready`.
+    Admin,
 }
 
 /// The rules every request head must meet whatever its route; `Some` is the refusal.

@@ -23,12 +23,13 @@ use glommio::net::TcpListener;
 
 pub use body::{decompress, BodyError, BodyTimeout, ContentEncoding};
 pub use connection::{serve as serve_connection, ConnectionLimits, Lingering, Timeouts};
-pub use handler::{HttpLimits, IngressContext, Shared};
+pub use handler::{HttpLimits, IngressContext, Routes, Shared};
 pub use listener::{adopt, bind_reuseport};
 pub use metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionPolicy {
+    pub routes: Routes,
     pub timeouts: Timeouts,
     pub max_connections: usize,
     pub max_header_bytes: usize,
@@ -69,6 +70,7 @@ pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: Conne
         let (ctx, open, closed) = (ctx.clone(), open.clone(), closed.clone());
         glommio::spawn_local(async move {
             let limits = connection::ConnectionLimits {
+                routes: policy.routes,
                 timeouts: policy.timeouts,
                 max_header_bytes: policy.max_header_bytes,
                 lingering: policy.lingering,
