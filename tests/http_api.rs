@@ -473,3 +473,35 @@ fn an_admin_listener_serves_the_metrics_and_the_ingest_port_no_longer_does() {
     let post = support::request(admin, "POST", "/v1/events", &[JSON], body.as_bytes());
     assert_eq!(post.status, 404);
 }
+
+/// `navigator.sendBeacon` can only send `text/plain` without a preflight: refused (415,
+/// nothing kept) unless `browsers.accept_text_plain` is set, then read as JSON.
+#[test]
+fn text_plain_bodies_are_json_only_when_browsers_accept_text_plain() {
+    let text_plain = ("content-type", "text/plain;charset=UTF-8");
+    let refusing = Server::start(&["--shards", "1"]);
+    let body = event("u1", &uuid(10, 1));
+    let refused = refusing.post(body.as_bytes(), &[text_plain]);
+    assert_eq!(refused.status, 415);
+    assert!(
+        refused.text().contains("browsers.accept_text_plain"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(refusing.metric("tidegate_events_accepted_total"), 0);
+
+    let accepting = Server::start_with_env(
+        &["--shards", "1"],
+        &[("TIDEGATE_BROWSERS_ACCEPT_TEXT_PLAIN", "true")],
+    );
+    let batch = format!(
+        "[{},{}]",
+        event("u1", &uuid(10, 2)),
+        event("u2", &uuid(10, 3))
+    );
+    assert_eq!(accepting.post(batch.as_bytes(), &[text_plain]).status, 202);
+    assert_eq!(accepting.metric("tidegate_events_accepted_total"), 2);
+    // Still JSON: a text/plain body that is not an event is a 400, not kept.
+    assert_eq!(accepting.post(b"hello", &[text_plain]).status, 400);
+    assert_eq!(accepting.metric("tidegate_events_accepted_total"), 2);
+}

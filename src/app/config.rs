@@ -22,7 +22,9 @@ use thiserror::Error;
 use toml::{Table, Value};
 
 use crate::event::{BatchLimits, EventLimits};
-use crate::ingress::{BodyTimeout, ConnectionPolicy, HttpLimits, Lingering, Routes, Timeouts};
+use crate::ingress::{
+    BodyTimeout, BrowserSettings, ConnectionPolicy, HttpLimits, Lingering, Routes, Timeouts,
+};
 use crate::log::DurabilitySettings;
 use crate::overflow::KafkaSettings;
 use crate::ring::RingCapacity;
@@ -44,6 +46,7 @@ pub struct Config {
     pub schema: SchemaConfig,
     pub kafka: KafkaSettings,
     pub durability: DurabilitySettings,
+    pub browsers: BrowserSettings,
     pub log: LogConfig,
 }
 
@@ -466,6 +469,7 @@ impl Config {
                 min_bytes_per_second: self.server.body_min_bytes_per_second,
             },
             retry_after_secs: self.server.retry_after_seconds,
+            accept_text_plain: self.browsers.accept_text_plain,
         }
     }
 

@@ -43,6 +43,8 @@ pub struct HttpLimits {
     pub max_uri_bytes: usize,
     pub body_timeout: BodyTimeout,
     pub retry_after_secs: u32,
+    /// A `text/plain` body on `/v1/events` is read as JSON (see [`super::browsers`]).
+    pub accept_text_plain: bool,
 }
 
 /// Body buffers kept for reuse; larger ones are freed rather than pooled.
@@ -360,14 +362,15 @@ fn reject(ctx: &IngressContext, why: RequestRejection, reply: Reply) -> Reply {
 
 async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     let headers = req.headers();
-    let Some(format) = body_format(headers.get(CONTENT_TYPE)) else {
+    let Some(format) = body_format(headers.get(CONTENT_TYPE), ctx.limits.accept_text_plain) else {
         return reject(
             ctx,
             RequestRejection::UnsupportedMediaType,
             response::closing(response::error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                "Content-Type must be application/json or application/x-ndjson",
+                "Content-Type must be application/json or application/x-ndjson \
+                 (or text/plain, with browsers.accept_text_plain)",
                 "",
             )),
         );
@@ -457,12 +460,17 @@ enum Pending {
     },
 }
 
-fn body_format(content_type: Option<&hyper::header::HeaderValue>) -> Option<BodyFormat> {
+fn body_format(
+    content_type: Option<&hyper::header::HeaderValue>,
+    accept_text_plain: bool,
+) -> Option<BodyFormat> {
     let Some(value) = content_type else {
         return Some(BodyFormat::Json);
     };
     let media = value.to_str().ok()?.split(';').next()?.trim();
-    if media.eq_ignore_ascii_case("application/json") {
+    if media.eq_ignore_ascii_case("application/json")
+        || (accept_text_plain && media.eq_ignore_ascii_case("text/plain"))
+    {
         Some(BodyFormat::Json)
     } else if media.eq_ignore_ascii_case("application/x-ndjson")
         || media.eq_ignore_ascii_case("application/ndjson")

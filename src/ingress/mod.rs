@@ -6,6 +6,7 @@
 //! and counts what it answered (`metrics`).
 
 mod body;
+mod browsers;
 mod connection;
 mod handler;
 mod io;
@@ -22,6 +23,7 @@ use futures_lite::future;
 use glommio::net::TcpListener;
 
 pub use body::{decompress, BodyError, BodyTimeout, ContentEncoding};
+pub use browsers::BrowserSettings;
 pub use connection::{serve as serve_connection, ConnectionLimits, Lingering, Timeouts};
 pub use handler::{HttpLimits, IngressContext, Routes, Shared};
 pub use listener::{adopt, bind_reuseport};
