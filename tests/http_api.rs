@@ -505,3 +505,32 @@ fn text_plain_bodies_are_json_only_when_browsers_accept_text_plain() {
     assert_eq!(accepting.post(b"hello", &[text_plain]).status, 400);
     assert_eq!(accepting.metric("tidegate_events_accepted_total"), 2);
 }
+
+/// Shard 0 counts the admin listener's connections with its ingest ones: neither
+/// listener's count overwrites the other's in `tidegate_connections_open`.
+#[test]
+fn open_connections_count_both_listeners_of_shard_zero() {
+    let admin: std::net::SocketAddr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap()
+    };
+    let server = Server::start_with_env(
+        &["--shards", "1"],
+        &[("TIDEGATE_SERVER_ADMIN_LISTEN", &admin.to_string())],
+    );
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(server.addr).unwrap())
+        .collect();
+    // The scrape's own connection is open while it is answered: 3 ingest + 1 admin.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let open = loop {
+        let scrape = support::request(admin, "GET", "/metrics", &[], b"");
+        let open = support::metric_sum(&scrape.text(), "tidegate_connections_open");
+        if open == 4 || Instant::now() > deadline {
+            break open;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(open, 4);
+    drop(held);
+}

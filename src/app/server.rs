@@ -1,5 +1,6 @@
 //! The process: sockets, one pinned thread per shard, signals, and orderly exit.
 
+use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -181,15 +182,20 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
         shutdown.request();
     } else {
         // A stable first line on stdout: scripts and tests read the bound address from it.
-        // The admin address follows in the same write: a reader that takes one line and
-        // closes the pipe must not make a later write fail.
+        // The admin address follows in the same write (formatted first: `println!` writes
+        // each piece as it comes, a line at a time), and a failed write is ignored: a
+        // reader that took the first line and closed the pipe must not stop the server.
         let admin_line = admin_bound.map_or(String::new(), |admin| {
-            format!("\ntidegate: admin (metrics, health, ready) on http://{admin}")
+            format!("tidegate: admin (metrics, health, ready) on http://{admin}\n")
         });
-        println!(
-            "tidegate: listening on http://{bound} ({shards} shards, sink {}){admin_line}",
+        let announcement = format!(
+            "tidegate: listening on http://{bound} ({shards} shards, sink {})\n{admin_line}",
             config.sink.kind
         );
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout
+            .write_all(announcement.as_bytes())
+            .and_then(|()| stdout.flush());
         tracing::info!(%bound, shards, sink = %config.sink.kind, admin = ?admin_bound, "serving");
     }
 

@@ -65,9 +65,9 @@ pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: Conne
         let _ = stream.set_nodelay(true);
         let admitted = crate::admission::admit_connection(open.get(), policy.max_connections);
         open.set(open.get() + 1);
-        shard_metrics()
-            .connections_open
-            .store(open.get() as u64, Relaxed);
+        // Moved, not set: shard 0 may run an admin listener beside this one, each with its
+        // own count for its own limit, and the gauge is the shard's.
+        shard_metrics().connections_open.fetch_add(1, Relaxed);
         shard_metrics().connections_accepted.fetch_add(1, Relaxed);
         let (ctx, open, closed) = (ctx.clone(), open.clone(), closed.clone());
         glommio::spawn_local(async move {
@@ -79,9 +79,7 @@ pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: Conne
             };
             connection::serve(ctx.clone(), stream, limits, admitted).await;
             open.set(open.get() - 1);
-            ctx.metrics()
-                .connections_open
-                .store(open.get() as u64, Relaxed);
+            ctx.metrics().connections_open.fetch_sub(1, Relaxed);
             closed.notify(usize::MAX);
         })
         .detach();
