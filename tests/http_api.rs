@@ -250,7 +250,7 @@ fn routes_health_ready_metrics_404_405() {
         (404, Some("not_found"))
     );
     let r = server.get("/v1/events");
-    assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+    assert_eq!((r.status, r.header("allow")), (405, Some("OPTIONS, POST")));
     let r = support::request(server.addr, "DELETE", "/health", &[], b"");
     assert_eq!(r.status, 405);
 
@@ -475,16 +475,16 @@ fn an_admin_listener_serves_the_metrics_and_the_ingest_port_no_longer_does() {
 }
 
 /// `navigator.sendBeacon` can only send `text/plain` without a preflight: refused (415,
-/// nothing kept) unless `browsers.accept_text_plain` is set, then read as JSON.
+/// nothing kept) unless `cors.accept_text_plain` is set, then read as JSON.
 #[test]
-fn text_plain_bodies_are_json_only_when_browsers_accept_text_plain() {
+fn text_plain_bodies_are_json_only_when_cors_accepts_text_plain() {
     let text_plain = ("content-type", "text/plain;charset=UTF-8");
     let refusing = Server::start(&["--shards", "1"]);
     let body = event("u1", &uuid(10, 1));
     let refused = refusing.post(body.as_bytes(), &[text_plain]);
     assert_eq!(refused.status, 415);
     assert!(
-        refused.text().contains("browsers.accept_text_plain"),
+        refused.text().contains("cors.accept_text_plain"),
         "{}",
         refused.text()
     );
@@ -492,7 +492,7 @@ fn text_plain_bodies_are_json_only_when_browsers_accept_text_plain() {
 
     let accepting = Server::start_with_env(
         &["--shards", "1"],
-        &[("TIDEGATE_BROWSERS_ACCEPT_TEXT_PLAIN", "true")],
+        &[("TIDEGATE_CORS_ACCEPT_TEXT_PLAIN", "true")],
     );
     let batch = format!(
         "[{},{}]",
@@ -504,6 +504,113 @@ fn text_plain_bodies_are_json_only_when_browsers_accept_text_plain() {
     // Still JSON: a text/plain body that is not an event is a 400, not kept.
     assert_eq!(accepting.post(b"hello", &[text_plain]).status, 400);
     assert_eq!(accepting.metric("tidegate_events_accepted_total"), 2);
+}
+
+/// Pages on a listed origin may preflight and post, and read the answer; a page on any
+/// other origin is refused with 403 whether or not a preflight guarded its request, and
+/// nothing of it is kept; clients that send no Origin are not affected.
+#[test]
+fn cors_lets_listed_origins_post_and_refuses_the_rest() {
+    let shop = "https://shop.example";
+    let server = Server::start_with_env(
+        &["--shards", "1"],
+        &[(
+            "TIDEGATE_CORS_ALLOWED_ORIGINS",
+            "https://shop.example, http://localhost:5173",
+        )],
+    );
+    let preflight = |origin: &str, method: &str| {
+        support::request(
+            server.addr,
+            "OPTIONS",
+            "/v1/events",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", method),
+                ("access-control-request-headers", "content-type, x-api-key"),
+            ],
+            b"",
+        )
+    };
+    let allowed = preflight(shop, "POST");
+    assert_eq!(allowed.status, 204);
+    assert_eq!(allowed.header("access-control-allow-origin"), Some(shop));
+    assert_eq!(allowed.header("access-control-allow-methods"), Some("POST"));
+    let allowed_headers = allowed.header("access-control-allow-headers").unwrap();
+    assert!(allowed_headers.contains("content-type") && allowed_headers.contains("x-api-key"));
+    for refused in [
+        preflight("https://evil.example", "POST"),
+        preflight(shop, "PUT"),
+    ] {
+        assert_eq!(refused.status, 403);
+        assert_eq!(refused.header("access-control-allow-origin"), None);
+    }
+
+    let body = event("u1", &uuid(11, 1));
+    let posted = server.post(body.as_bytes(), &[JSON, ("origin", shop)]);
+    assert_eq!(posted.status, 202);
+    assert_eq!(posted.header("access-control-allow-origin"), Some(shop));
+    assert_eq!(posted.header("vary"), Some("origin"));
+    // An error answer is readable by the page too.
+    let bad = server.post(b"[1]", &[JSON, ("origin", shop)]);
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.header("access-control-allow-origin"), Some(shop));
+
+    // A beacon-style simple request from an unlisted page: no preflight guarded it.
+    let evil = server.post(
+        event("u1", &uuid(11, 2)).as_bytes(),
+        &[JSON, ("origin", "https://evil.example")],
+    );
+    assert_eq!(evil.status, 403);
+    assert!(
+        evil.text().contains("origin_not_allowed"),
+        "{}",
+        evil.text()
+    );
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+    // No Origin: an SDK or a server, not a page.
+    assert_eq!(
+        server
+            .post(event("u2", &uuid(11, 3)).as_bytes(), &[JSON])
+            .status,
+        202
+    );
+    assert_eq!(server.metric("tidegate_events_accepted_total"), 2);
+    let metrics = server.get("/metrics").text();
+    let refusals: u64 = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("tidegate_requests_rejected_total{")
+                && l.contains("reason=\"origin_not_allowed\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(refusals, 2, "the refused preflight and the refused POST");
+}
+
+/// With no `cors.allowed_origins`, browsers get no cross-origin access: a preflight is
+/// refused with a message naming the setting, and answers carry no CORS headers.
+#[test]
+fn cors_is_off_by_default() {
+    let server = Server::start(&["--shards", "1"]);
+    let refused = support::request(
+        server.addr,
+        "OPTIONS",
+        "/v1/events",
+        &[
+            ("origin", "https://shop.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(refused.status, 403);
+    assert!(refused.text().contains("cors.allowed_origins"));
+    let posted = server.post(
+        event("u1", &uuid(12, 1)).as_bytes(),
+        &[JSON, ("origin", "https://shop.example")],
+    );
+    assert_eq!(posted.status, 202);
+    assert_eq!(posted.header("access-control-allow-origin"), None);
 }
 
 /// Shard 0 counts the admin listener's connections with its ingest ones: neither

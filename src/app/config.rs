@@ -23,7 +23,8 @@ use toml::{Table, Value};
 
 use crate::event::{BatchLimits, EventLimits};
 use crate::ingress::{
-    BodyTimeout, BrowserSettings, ConnectionPolicy, HttpLimits, Lingering, Routes, Timeouts,
+    BodyTimeout, ConnectionPolicy, CorsPolicy, CorsSettings, HttpLimits, Lingering, Routes,
+    Timeouts,
 };
 use crate::log::DurabilitySettings;
 use crate::overflow::KafkaSettings;
@@ -46,7 +47,7 @@ pub struct Config {
     pub schema: SchemaConfig,
     pub kafka: KafkaSettings,
     pub durability: DurabilitySettings,
-    pub browsers: BrowserSettings,
+    pub cors: CorsSettings,
     pub log: LogConfig,
 }
 
@@ -331,6 +332,7 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.admin_listen_addr()?;
+        self.cors_policy()?;
         let positive = |key: &str, value: u64| {
             if value == 0 {
                 Err(invalid(key, "must be greater than 0"))
@@ -469,8 +471,13 @@ impl Config {
                 min_bytes_per_second: self.server.body_min_bytes_per_second,
             },
             retry_after_secs: self.server.retry_after_seconds,
-            accept_text_plain: self.browsers.accept_text_plain,
+            accept_text_plain: self.cors.accept_text_plain,
         }
+    }
+
+    /// Which web pages may post; an entry that is not an origin fails the start.
+    pub fn cors_policy(&self) -> Result<CorsPolicy, ConfigError> {
+        CorsPolicy::new(&self.cors).map_err(|e| invalid("cors.allowed_origins", e.to_string()))
     }
 
     pub fn connection_policy(&self) -> ConnectionPolicy {
@@ -642,6 +649,30 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("server.admin_listen"), "{err}");
+    }
+
+    /// A list entry that is not an origin (a path, a bare host) fails the start: the
+    /// browser's `Origin` would never match it.
+    #[test]
+    fn cors_origins_are_checked_at_load() {
+        let config = Config::load(
+            None,
+            env(&[(
+                "TIDEGATE_CORS_ALLOWED_ORIGINS",
+                "https://a.example, http://b:81",
+            )]),
+            &[],
+        )
+        .unwrap();
+        assert!(config.cors_policy().unwrap().is_on());
+        let err = Config::load(
+            None,
+            env(&[("TIDEGATE_CORS_ALLOWED_ORIGINS", "https://a.example/app")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cors.allowed_origins"), "{err}");
     }
 
     #[test]

@@ -87,6 +87,7 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
         None
     };
     let shutdown = Arc::new(Shutdown::default());
+    let cors = Arc::new(config.cors_policy().expect("validated"));
     let edge = Arc::new(EdgeState {
         shutdown: shutdown.clone(),
         shards: ring_loads
@@ -143,6 +144,7 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
                 metrics: ingress_metrics.clone(),
                 registry: registry.clone(),
                 edge: edge.clone(),
+                cors: cors.clone(),
             },
             ring_load: ring_loads[id].clone(),
             writer: writers[id].clone(),

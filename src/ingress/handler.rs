@@ -19,6 +19,7 @@ use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Version};
 
 use super::body::{self, BodyError, BodyTimeout, ContentEncoding};
+use super::cors::{self, CorsPolicy, OriginCheck};
 use super::metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
 use super::response::{self, Reply};
 use crate::admission::{
@@ -43,7 +44,7 @@ pub struct HttpLimits {
     pub max_uri_bytes: usize,
     pub body_timeout: BodyTimeout,
     pub retry_after_secs: u32,
-    /// A `text/plain` body on `/v1/events` is read as JSON (see [`super::browsers`]).
+    /// A `text/plain` body on `/v1/events` is read as JSON (see [`super::cors`]).
     pub accept_text_plain: bool,
 }
 
@@ -60,6 +61,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// What readiness and shutdown read.
     pub edge: Arc<EdgeState>,
+    /// Which web pages may post (see [`super::cors`]).
+    pub cors: Arc<CorsPolicy>,
 }
 
 /// What one shard's HTTP handlers share.
@@ -144,14 +147,11 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>, routes: Routes
             Route::Other,
             response::error(StatusCode::NOT_FOUND, "not_found", "no such route", ""),
         ),
-        "/v1/events" => (
-            Route::Events,
-            if req.method() == Method::POST {
-                ingest(ctx, req).await
-            } else {
-                response::method_not_allowed("POST")
-            },
-        ),
+        // The plain POST first, without a second future around it: the hot path.
+        "/v1/events" if req.method() == Method::POST && !ctx.shared.cors.is_on() => {
+            (Route::Events, ingest(ctx, req).await)
+        }
+        "/v1/events" => (Route::Events, events(ctx, req).await),
         "/health" => (
             Route::Health,
             if is_get(req.method()) {
@@ -198,6 +198,34 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>, routes: Routes
     };
     ctx.metrics().request(route, reply.status().as_u16());
     reply
+}
+
+/// `/v1/events`: a POST from a client or an allowed page, or a page's preflight.
+async fn events(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
+    let cors = &ctx.shared.cors;
+    if req.method() == Method::POST {
+        match cors.check(req.headers()) {
+            OriginCheck::NotCrossOrigin => ingest(ctx, req).await,
+            OriginCheck::Allowed(origin) => {
+                let mut reply = ingest(ctx, req).await;
+                cors::allow(&mut reply, origin);
+                reply
+            }
+            // Before the body is read, as for every refusal that needs only the head.
+            OriginCheck::Refused => reject(
+                ctx,
+                RequestRejection::OriginNotAllowed,
+                response::closing(cors::origin_refused()),
+            ),
+        }
+    } else if req.method() == Method::OPTIONS {
+        match cors.preflight(req.headers()) {
+            Ok(reply) => reply,
+            Err(refusal) => reject(ctx, refusal.counted_as(), refusal.reply()),
+        }
+    } else {
+        response::method_not_allowed("OPTIONS, POST")
+    }
 }
 
 /// Which routes a listener serves.
@@ -370,7 +398,7 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Content-Type must be application/json or application/x-ndjson \
-                 (or text/plain, with browsers.accept_text_plain)",
+                 (or text/plain, with cors.accept_text_plain)",
                 "",
             )),
         );

@@ -132,10 +132,10 @@ impl Drop for HyperStream {
 
 /// Where, in bytes hyper is writing, its own answer to an unparseable request begins.
 ///
-/// On a parse error hyper writes a bare status line and `content-length: 0` as the last
-/// thing on the connection; every answer tidegate's service gives carries a Content-Type.
-/// So the bytes end with an empty line, and the last response head in them has no
-/// Content-Type. Our bodies never hold a raw CR LF CR LF (JSON escapes control
+/// On a parse error hyper writes a bare error status line and `content-length: 0` as the
+/// last thing on the connection; every error answer tidegate's service gives carries a
+/// Content-Type (its only bodiless answers are 204s). So the bytes end with an empty line,
+/// and the last response head in them is a 4xx or 5xx without Content-Type. Our bodies never hold a raw CR LF CR LF (JSON escapes control
 /// characters), so only a head can end that way; the check costs nothing for the usual
 /// response, which ends with its body.
 fn automatic_answer_at(buf: &[u8]) -> Option<usize> {
@@ -144,10 +144,11 @@ fn automatic_answer_at(buf: &[u8]) -> Option<usize> {
     }
     let at = memchr::memmem::rfind(buf, b"HTTP/1.1 ")?;
     let head = &buf[at..];
+    let is_error = matches!(head.get(9), Some(b'4' | b'5'));
     let has_content_type = head
         .split(|&b| b == b'\n')
         .any(|line| line.len() >= 13 && line[..13].eq_ignore_ascii_case(b"content-type:"));
-    (!has_content_type).then_some(at)
+    (is_error && !has_content_type).then_some(at)
 }
 
 /// Reads whatever is available into the per-thread scratch buffer and throws it away;
@@ -245,6 +246,9 @@ mod tests {
             "HEAD answers keep their type"
         );
         assert_eq!(automatic_answer_at(auto), Some(0));
+        let preflight =
+            b"HTTP/1.1 204 No Content\r\naccess-control-allow-origin: *\r\ndate: x\r\n\r\n";
+        assert_eq!(automatic_answer_at(preflight), None, "a 204 is ours");
         let both = [&ours[..], &auto[..]].concat();
         assert_eq!(automatic_answer_at(&both), Some(ours.len()));
     }

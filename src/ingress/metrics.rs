@@ -45,13 +45,18 @@ impl Route {
 }
 
 /// The statuses tidegate answers with.
-const STATUSES: [u16; 9] = [200, 202, 400, 404, 405, 413, 415, 500, 503];
+const STATUSES: [u16; 17] = [
+    200, 202, 204, 400, 401, 403, 404, 405, 408, 413, 414, 415, 429, 431, 500, 503, 505,
+];
+/// Where a status outside the list is counted.
+const OTHER_STATUS: usize = 14;
+const _: () = assert!(STATUSES[OTHER_STATUS] == 500);
 
 fn status_index(status: u16) -> usize {
     STATUSES
         .iter()
         .position(|&s| s == status)
-        .unwrap_or(STATUSES.len() - 2)
+        .unwrap_or(OTHER_STATUS)
 }
 
 /// Why a request was refused with a 4xx.
@@ -72,10 +77,14 @@ pub enum RequestRejection {
     UriTooLong,
     /// The body did not arrive within `server.body_read_timeout_ms` and its extensions.
     BodyTimeout,
+    /// A page whose origin is not in `cors.allowed_origins` (403).
+    OriginNotAllowed,
+    /// A CORS preflight refused for another reason: CORS off, or a method other than POST.
+    CorsPreflightRefused,
 }
 
 impl RequestRejection {
-    const ALL: [RequestRejection; 12] = [
+    const ALL: [RequestRejection; 14] = [
         RequestRejection::MalformedJson,
         RequestRejection::Empty,
         RequestRejection::NotAnEvent,
@@ -88,6 +97,8 @@ impl RequestRejection {
         RequestRejection::BadRequest,
         RequestRejection::UriTooLong,
         RequestRejection::BodyTimeout,
+        RequestRejection::OriginNotAllowed,
+        RequestRejection::CorsPreflightRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +115,8 @@ impl RequestRejection {
             RequestRejection::BadRequest => "bad_request",
             RequestRejection::UriTooLong => "uri_too_long",
             RequestRejection::BodyTimeout => "body_timeout",
+            RequestRejection::OriginNotAllowed => "origin_not_allowed",
+            RequestRejection::CorsPreflightRefused => "cors_preflight_refused",
         }
     }
 }

@@ -6,8 +6,8 @@
 //! and counts what it answered (`metrics`).
 
 mod body;
-mod browsers;
 mod connection;
+mod cors;
 mod handler;
 mod io;
 mod listener;
@@ -23,8 +23,8 @@ use futures_lite::future;
 use glommio::net::TcpListener;
 
 pub use body::{decompress, BodyError, BodyTimeout, ContentEncoding};
-pub use browsers::BrowserSettings;
 pub use connection::{serve as serve_connection, ConnectionLimits, Lingering, Timeouts};
+pub use cors::{CorsError, CorsPolicy, CorsSettings};
 pub use handler::{HttpLimits, IngressContext, Routes, Shared};
 pub use listener::{adopt, bind_reuseport};
 pub use metrics::{EventRejection, IngressMetrics, RequestRejection, Route};

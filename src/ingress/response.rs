@@ -86,6 +86,13 @@ pub fn json(status: StatusCode, body: String) -> Reply {
     response
 }
 
+/// An answer with no body (204).
+pub fn empty(status: StatusCode) -> Reply {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
 pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

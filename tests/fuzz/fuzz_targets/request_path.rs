@@ -54,6 +54,7 @@ fn shard() -> Shard {
             overflow: None,
             logs: Vec::new(),
         }),
+        cors: Arc::new(config.cors_policy().unwrap()),
     };
     let ctx = Rc::new(IngressContext::new(
         0,
