@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by callgrind: repeatable where timings are not.
 #
-#   [ACK=memory|durable] scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
+#   [ACK=memory|durable] [KEYED=1] scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
 #
 # Starts BINARY (default target/release/tidegate) under callgrind with one shard and the
 # blackhole sink (or the baseline server, if BINARY is baseline-server), sends REQUESTS requests of bench/wrk/SCENARIO.lua's body on one
@@ -37,6 +37,11 @@ count_once() {
   # (DIRECT_IO=keep for binaries older than that setting).
   local direct=()
   [[ ${ACK:-} == durable && ${DIRECT_IO:-} != keep ]] && direct=(TIDEGATE_DURABILITY_DIRECT_IO=false)
+  # KEYED=1: API keys on, each request carrying one (X-Api-Key), with a rate it never meets.
+  if [[ -n ${KEYED:-} ]]; then
+    printf '[[key]]\nname = "bench"\nkey = "tg_bench_0123456789abcdef"\nevents_per_second = 100000000\n' >"$work/keys.toml"
+    direct+=(TIDEGATE_AUTH_KEYS_FILE="$work/keys.toml")
+  fi
   env "${direct[@]}" TIDEGATE_BATCH_MAX_EVENTS=500 TIDEGATE_BATCH_MAX_DELAY_MS=3600000 \
     valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$binary" "${args[@]}" \
     >"$work/out" 2>"$work/err" &
@@ -49,9 +54,9 @@ count_once() {
     return 1
   fi
   callgrind_control -z "$pid" >/dev/null 2>&1
-  python3 - "$addr" "$scenario" "$requests" <<'PY'
+  python3 - "$addr" "$scenario" "$requests" "${KEYED:-}" <<'PY'
 import json, socket, sys
-addr, scenario, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+addr, scenario, n, keyed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 event = lambda i: json.dumps({"user_id": "user-%06d" % i, "event_type": "screen_view",
     "event_time": "2024-05-01T12:00:%02d.123Z" % (i % 60),
     "payload": {"screen": "home", "app_version": "4.2.1", "os": "android", "n": i}},
@@ -60,8 +65,9 @@ body = event(42) if scenario == "single" else "[" + ",".join(event(i) for i in r
 host, port = addr.split(":")
 # Each request goes out in one write, so the server never sees half of one: how many reads
 # a request takes would otherwise depend on timing.
+key = "x-api-key: tg_bench_0123456789abcdef\r\n" if keyed else ""
 request = ("POST /v1/events HTTP/1.1\r\nHost: %s\r\ncontent-type: application/json\r\n"
-           "content-length: %d\r\n\r\n%s" % (addr, len(body), body)).encode()
+           "%scontent-length: %d\r\n\r\n%s" % (addr, key, len(body), body)).encode()
 conn = socket.create_connection((host, int(port)))
 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 pending = b""

@@ -641,3 +641,221 @@ fn open_connections_count_both_listeners_of_shard_zero() {
     assert_eq!(open, 4);
     drop(held);
 }
+
+const IOS_KEY: &str = "tg_live_ios_3f9c2a0123456789";
+const WEB_KEY: &str = "tg_live_web_77aa550123456789";
+
+fn write_keys(path: &std::path::Path, entries: &[(&str, &str, &str)]) {
+    let text: String = entries
+        .iter()
+        .map(|(name, key, extra)| format!("[[key]]\nname = \"{name}\"\nkey = \"{key}\"\n{extra}\n"))
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn labelled(metrics: &str, name: &str, label: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// With `auth.keys_file`, only requests with a known key that may write are kept: 401 with
+/// WWW-Authenticate without one, 403 for a suspended key, 429 with Retry-After over a key's
+/// rate, nothing kept from any of them; every refusal and each key's events counted.
+#[test]
+fn api_keys_decide_who_may_post_and_how_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    write_keys(
+        &keys,
+        &[
+            ("ios-app", IOS_KEY, ""),
+            ("web", WEB_KEY, "events_per_second = 1\nburst = 3"),
+            ("old", "tg_live_old_00000000000000", "write = false"),
+        ],
+    );
+    let server = Server::start_with_env(
+        &["--shards", "2"],
+        &[("TIDEGATE_AUTH_KEYS_FILE", keys.to_str().unwrap())],
+    );
+    let body = event("u1", &uuid(13, 1));
+    let missing = server.post(body.as_bytes(), &[JSON]);
+    assert_eq!(missing.status, 401);
+    assert!(missing
+        .header("www-authenticate")
+        .unwrap()
+        .starts_with("Bearer"));
+    let unknown = server.post(
+        body.as_bytes(),
+        &[JSON, ("x-api-key", "tg_live_ios_3f9c2a0123456780")],
+    );
+    assert_eq!(unknown.status, 401);
+    assert!(!unknown.text().contains("3f9c2a"), "{}", unknown.text());
+    let suspended = server.post(
+        body.as_bytes(),
+        &[JSON, ("x-api-key", "tg_live_old_00000000000000")],
+    );
+    assert_eq!(suspended.status, 403);
+    assert_eq!(server.metric("tidegate_events_accepted_total"), 0);
+
+    let bearer = format!("Bearer {IOS_KEY}");
+    assert_eq!(
+        server
+            .post(body.as_bytes(), &[JSON, ("authorization", &bearer)])
+            .status,
+        202
+    );
+    let by_query = support::request(
+        server.addr,
+        "POST",
+        &format!("/v1/events?api_key={IOS_KEY}"),
+        &[JSON],
+        event("u1", &uuid(13, 2)).as_bytes(),
+    );
+    assert_eq!(by_query.status, 202);
+
+    // The web key: a burst of three events, then one a second.
+    let three = support::json_array((3..6).map(|n| event("u2", &uuid(13, n))));
+    let web = ("x-api-key", WEB_KEY);
+    assert_eq!(server.post(three.as_bytes(), &[JSON, web]).status, 202);
+    let limited = server.post(event("u2", &uuid(13, 6)).as_bytes(), &[JSON, web]);
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    assert_eq!(limited.json()["error"], "rate_limited");
+    std::thread::sleep(Duration::from_millis(1100));
+    // A second later there is room for one event, not two: refused whole, nothing kept.
+    let two = support::json_array((7..9).map(|n| event("u2", &uuid(13, n))));
+    assert_eq!(server.post(two.as_bytes(), &[JSON, web]).status, 429);
+    assert_eq!(
+        server
+            .post(event("u2", &uuid(13, 9)).as_bytes(), &[JSON, web])
+            .status,
+        202
+    );
+
+    assert_eq!(server.metric("tidegate_events_accepted_total"), 6);
+    let metrics = server.get("/metrics").text();
+    let rejected = |reason: &str| {
+        labelled(
+            &metrics,
+            "tidegate_requests_rejected_total",
+            &format!("reason=\"{reason}\""),
+        )
+    };
+    assert_eq!(rejected("unauthorized"), 2);
+    assert_eq!(rejected("key_cannot_write"), 1);
+    assert_eq!(rejected("rate_limited"), 2);
+    assert_eq!(
+        labelled(
+            &metrics,
+            "tidegate_events_rejected_total",
+            "reason=\"rate_limited\""
+        ),
+        2,
+        "the two-event request's events, counted once; the first 429 was refused before its body"
+    );
+    assert_eq!(
+        labelled(
+            &metrics,
+            "tidegate_key_events_accepted_total",
+            "key=\"ios-app\""
+        ),
+        2
+    );
+    assert_eq!(
+        labelled(
+            &metrics,
+            "tidegate_key_events_accepted_total",
+            "key=\"web\""
+        ),
+        4
+    );
+    assert_eq!(
+        labelled(
+            &metrics,
+            "tidegate_key_rate_limited_requests_total",
+            "key=\"web\""
+        ),
+        2
+    );
+    assert!(!metrics.contains(IOS_KEY) && !metrics.contains(WEB_KEY));
+}
+
+/// SIGHUP reloads the keys file: a revoked key is refused from the next request on, a new
+/// one works, and a connection opened before the reload keeps being served.
+#[test]
+fn sighup_reloads_api_keys_without_dropping_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    write_keys(&keys, &[("ios-app", IOS_KEY, "")]);
+    let server = Server::start_with_env(
+        &["--shards", "1"],
+        &[("TIDEGATE_AUTH_KEYS_FILE", keys.to_str().unwrap())],
+    );
+    let mut held = TcpStream::connect(server.addr).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut held_reader = std::io::BufReader::new(held.try_clone().unwrap());
+    let mut post_on_held = |n: u64, key: &str| {
+        let body = event("u1", &uuid(14, n));
+        held.write_all(&support::encode_request(
+            "POST",
+            "/v1/events",
+            &[JSON, ("x-api-key", key)],
+            body.as_bytes(),
+        ))
+        .unwrap();
+        support::read_response(&mut held_reader)
+            .expect("an answer on the held connection")
+            .status
+    };
+    assert_eq!(post_on_held(1, IOS_KEY), 202);
+
+    write_keys(&keys, &[("web", WEB_KEY, "")]);
+    support::signal(server.pid(), "HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server
+        .post(
+            event("u2", &uuid(14, 2)).as_bytes(),
+            &[JSON, ("x-api-key", WEB_KEY)],
+        )
+        .status
+        != 202
+    {
+        assert!(Instant::now() < deadline, "the new key never took effect");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(post_on_held(3, IOS_KEY), 401, "the revoked key");
+    // A 401 is given before the body is read, so it closes its connection: a new one.
+    let mut again = TcpStream::connect(server.addr).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = event("u2", &uuid(14, 4));
+    again
+        .write_all(&support::encode_request(
+            "POST",
+            "/v1/events",
+            &[JSON, ("x-api-key", WEB_KEY)],
+            body.as_bytes(),
+        ))
+        .unwrap();
+    let answer = support::read_response(&mut std::io::BufReader::new(again)).unwrap();
+    assert_eq!(answer.status, 202);
+
+    // A file that does not load leaves the keys in force, and the server up.
+    std::fs::write(&keys, "not toml [[").unwrap();
+    support::signal(server.pid(), "HUP");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        server
+            .post(
+                event("u2", &uuid(14, 5)).as_bytes(),
+                &[JSON, ("x-api-key", WEB_KEY)]
+            )
+            .status,
+        202
+    );
+}

@@ -23,8 +23,8 @@ use toml::{Table, Value};
 
 use crate::event::{BatchLimits, EventLimits};
 use crate::ingress::{
-    BodyTimeout, ConnectionPolicy, CorsPolicy, CorsSettings, HttpLimits, Lingering, Routes,
-    Timeouts,
+    AuthSettings, BodyTimeout, ConnectionPolicy, CorsPolicy, CorsSettings, HttpLimits, Lingering,
+    Routes, Timeouts,
 };
 use crate::log::DurabilitySettings;
 use crate::overflow::KafkaSettings;
@@ -48,6 +48,7 @@ pub struct Config {
     pub kafka: KafkaSettings,
     pub durability: DurabilitySettings,
     pub cors: CorsSettings,
+    pub auth: AuthSettings,
     pub log: LogConfig,
 }
 

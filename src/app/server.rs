@@ -11,7 +11,7 @@ use thiserror::Error;
 use super::config::Config;
 use super::shard::{self, ShardSetup};
 use crate::admission::EdgeState;
-use crate::ingress::{self, IngressMetrics, Shared};
+use crate::ingress::{self, ApiKeys, IngressMetrics, Shared};
 use crate::log::{LogStats, LogsCollector};
 use crate::observe::Registry;
 use crate::overflow::{self, OverflowProducer, OverflowStats};
@@ -37,6 +37,8 @@ pub enum ServerError {
     Overflow(#[from] crate::overflow::OverflowError),
     #[error("cannot start the drain: {0}")]
     Drain(#[from] crate::overflow::DrainError),
+    #[error(transparent)]
+    Keys(#[from] ingress::KeysError),
     #[error("shard {shard} failed: {message}")]
     Shard { shard: usize, message: String },
 }
@@ -88,6 +90,27 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
     };
     let shutdown = Arc::new(Shutdown::default());
     let cors = Arc::new(config.cors_policy().expect("validated"));
+    let keys = match config.auth.keys_file.as_str() {
+        "" => {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(
+                    listen = %addr,
+                    "no auth.keys_file: any client that reaches this address can post events"
+                );
+            }
+            None
+        }
+        path => {
+            let keys = Arc::new(ApiKeys::load(std::path::Path::new(path))?);
+            tracing::info!(
+                keys_file = path,
+                keys = keys.keys().len(),
+                "API keys required"
+            );
+            registry.register_collector(Box::new(keys.clone()));
+            Some(keys)
+        }
+    };
     let edge = Arc::new(EdgeState {
         shutdown: shutdown.clone(),
         shards: ring_loads
@@ -103,7 +126,7 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
         },
     });
     let registry = Arc::new(registry);
-    watch_signals(shutdown.clone())?;
+    watch_signals(shutdown.clone(), keys.clone())?;
     let stop_drain = Arc::new(AtomicBool::new(false));
     let drain = match &producer {
         Some(producer) if config.kafka.drain => {
@@ -145,6 +168,7 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
                 registry: registry.clone(),
                 edge: edge.clone(),
                 cors: cors.clone(),
+                keys: keys.clone(),
             },
             ring_load: ring_loads[id].clone(),
             writer: writers[id].clone(),
@@ -251,16 +275,18 @@ fn start_overflow(config: &Config) -> Result<Arc<OverflowProducer>, ServerError>
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one is logged and ignored, since
-/// exiting then could lose accepted events.
-fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), ServerError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(ServerError::Signals)?;
+/// exiting then could lose accepted events. SIGHUP reloads the API keys.
+fn watch_signals(shutdown: Arc<Shutdown>, keys: Option<Arc<ApiKeys>>) -> Result<(), ServerError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(ServerError::Signals)?;
     std::thread::Builder::new()
         .name("tidegate-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
-                if shutdown.is_requested() {
+                if signal == SIGHUP {
+                    reload(keys.as_deref());
+                } else if shutdown.is_requested() {
                     tracing::warn!(signal, "already draining; waiting for rings to empty");
                 } else {
                     tracing::info!(signal, "shutting down: draining rings into the sink");
@@ -270,6 +296,23 @@ fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), ServerError> {
         })
         .map_err(ServerError::Signals)?;
     Ok(())
+}
+
+/// SIGHUP: what can change without a restart takes effect for the next request; open
+/// connections stay. A file that does not load leaves what was in force.
+fn reload(keys: Option<&ApiKeys>) {
+    let Some(keys) = keys else {
+        tracing::info!("SIGHUP: nothing to reload (no auth.keys_file)");
+        return;
+    };
+    match keys.reload() {
+        Ok(count) => {
+            tracing::info!(keys_file = %keys.path().display(), keys = count, "SIGHUP: API keys reloaded")
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "SIGHUP: API keys not reloaded; the previous keys stay in force")
+        }
+    }
 }
 
 /// The CPUs this process may run on (its affinity mask, as `taskset` or systemd's

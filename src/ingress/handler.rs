@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode, Version};
 
+use super::auth::{ApiKeys, Key};
 use super::body::{self, BodyError, BodyTimeout, ContentEncoding};
 use super::cors::{self, CorsPolicy, OriginCheck};
 use super::metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
@@ -63,6 +64,8 @@ pub struct Shared {
     pub edge: Arc<EdgeState>,
     /// Which web pages may post (see [`super::cors`]).
     pub cors: Arc<CorsPolicy>,
+    /// The API keys, when `auth.keys_file` is set (see [`super::auth`]).
+    pub keys: Option<Arc<ApiKeys>>,
 }
 
 /// What one shard's HTTP handlers share.
@@ -148,8 +151,12 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>, routes: Routes
             response::error(StatusCode::NOT_FOUND, "not_found", "no such route", ""),
         ),
         // The plain POST first, without a second future around it: the hot path.
-        "/v1/events" if req.method() == Method::POST && !ctx.shared.cors.is_on() => {
-            (Route::Events, ingest(ctx, req).await)
+        "/v1/events"
+            if req.method() == Method::POST
+                && !ctx.shared.cors.is_on()
+                && ctx.shared.keys.is_none() =>
+        {
+            (Route::Events, ingest(ctx, req, None).await)
         }
         "/v1/events" => (Route::Events, events(ctx, req).await),
         "/health" => (
@@ -205,9 +212,9 @@ async fn events(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     let cors = &ctx.shared.cors;
     if req.method() == Method::POST {
         match cors.check(req.headers()) {
-            OriginCheck::NotCrossOrigin => ingest(ctx, req).await,
+            OriginCheck::NotCrossOrigin => authorised_ingest(ctx, req).await,
             OriginCheck::Allowed(origin) => {
-                let mut reply = ingest(ctx, req).await;
+                let mut reply = authorised_ingest(ctx, req).await;
                 cors::allow(&mut reply, origin);
                 reply
             }
@@ -225,6 +232,22 @@ async fn events(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
         }
     } else {
         response::method_not_allowed("OPTIONS, POST")
+    }
+}
+
+/// `ingest` for a request whose API key, when keys are on, may write and has room.
+async fn authorised_ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
+    let Some(keys) = &ctx.shared.keys else {
+        return ingest(ctx, req, None).await;
+    };
+    match keys.authorise(req.headers(), req.uri().query()) {
+        Ok(key) => ingest(ctx, req, Some(&key)).await,
+        // Before the body is read: the answer is already certain.
+        Err(refusal) => reject(
+            ctx,
+            refusal.counted_as(),
+            response::closing(refusal.reply()),
+        ),
     }
 }
 
@@ -388,7 +411,7 @@ fn reject(ctx: &IngressContext, why: RequestRejection, reply: Reply) -> Reply {
     reply
 }
 
-async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
+async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>) -> Reply {
     let headers = req.headers();
     let Some(format) = body_format(headers.get(CONTENT_TYPE), ctx.limits.accept_text_plain) else {
         return reject(
@@ -448,7 +471,7 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
         return body_error(ctx, err);
     }
     let decided = if encoding == ContentEncoding::Identity {
-        parse_and_admit(ctx, &mut raw, format)
+        parse_and_admit(ctx, &mut raw, format, key)
     } else {
         let mut decoded = ctx.take_buffer();
         let decided = match body::decompress(
@@ -457,7 +480,7 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
             ctx.limits.max_decompressed_bytes,
             &mut decoded,
         ) {
-            Ok(()) => parse_and_admit(ctx, &mut decoded, format),
+            Ok(()) => parse_and_admit(ctx, &mut decoded, format, key),
             Err(err) => Ok(body_error(ctx, err)),
         };
         ctx.return_buffer(decoded);
@@ -467,12 +490,12 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>) -> Reply {
     ctx.return_buffer(raw);
     match decided {
         Ok(reply) => reply,
-        Err(Pending::Spill(plan)) => spill_and_answer(ctx, plan).await,
+        Err(Pending::Spill(plan)) => spill_and_answer(ctx, plan, key).await,
         Err(Pending::Commit {
             chunk,
             ends,
             admitted,
-        }) => commit_and_answer(ctx, chunk, ends, admitted).await,
+        }) => commit_and_answer(ctx, chunk, ends, admitted, key).await,
     }
 }
 
@@ -549,6 +572,7 @@ fn parse_and_admit(
     ctx: &IngressContext,
     body: &mut [u8],
     format: BodyFormat,
+    key: Option<&Key>,
 ) -> Result<Reply, Pending> {
     let metrics = ctx.metrics();
     let received_at_ms = SystemTime::now()
@@ -578,8 +602,14 @@ fn parse_and_admit(
         return Ok(reject(ctx, why, response::batch_error(&err)));
     }
 
-    let chunk = encode_buf.split().freeze();
     let events = batch.len();
+    if let Some(Err(refusal)) = key.map(|key| key.charge(events as u64)) {
+        // Nothing of the request is kept: its encoded events are dropped unsplit.
+        encode_buf.clear();
+        metrics.events_rejected(EventRejection::RateLimited, events);
+        return Ok(reject(ctx, refusal.counted_as(), refusal.reply()));
+    }
+    let chunk = encode_buf.split().freeze();
     let mut ring = ctx.ring.borrow_mut();
     let was_empty = ring.is_empty();
     let mut hot_keys = ctx.hot_keys.borrow_mut();
@@ -596,7 +626,7 @@ fn parse_and_admit(
     ) {
         Ok(Admission::InRing) => {
             drop(ring);
-            metrics.events_accepted.fetch_add(events as u64, Relaxed);
+            count_accepted(ctx, key, events);
             ctx.ring.notify_pushed(was_empty);
             Ok(response::accepted(events))
         }
@@ -616,7 +646,7 @@ fn parse_and_admit(
 
 /// Spills what the ring could not take (or the hot-key limit sent away) and answers 202
 /// only once the broker has acknowledged it all.
-async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
+async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan, key: Option<&Key>) -> Reply {
     let producer = ctx
         .producer
         .as_ref()
@@ -630,7 +660,7 @@ async fn spill_and_answer(ctx: &IngressContext, plan: SpillPlan) -> Reply {
             producer
                 .stats
                 .spilled(spilled.events, spilled.hot_key_events, spilled.elapsed);
-            metrics.events_accepted.fetch_add(events as u64, Relaxed);
+            count_accepted(ctx, key, events);
             response::accepted(events)
         }
         Err(cause) => {
@@ -646,6 +676,7 @@ async fn commit_and_answer(
     chunk: Bytes,
     ends: Vec<usize>,
     admitted: Admission,
+    key: Option<&Key>,
 ) -> Reply {
     let log = ctx
         .log
@@ -654,15 +685,23 @@ async fn commit_and_answer(
     let metrics = ctx.metrics();
     match admission::commit(log, &ctx.ring, &chunk, &ends, &admitted).await {
         Ok(()) => {
-            metrics
-                .events_accepted
-                .fetch_add(ends.len() as u64, Relaxed);
+            count_accepted(ctx, key, ends.len());
             response::accepted(ends.len())
         }
         Err(cause) => {
             metrics.events_rejected(EventRejection::Unavailable, ends.len());
             unavailable(ctx, cause)
         }
+    }
+}
+
+/// Counts a 202's events, in all and for the key that sent them.
+fn count_accepted(ctx: &IngressContext, key: Option<&Key>, events: usize) {
+    ctx.metrics()
+        .events_accepted
+        .fetch_add(events as u64, Relaxed);
+    if let Some(key) = key {
+        key.stats.events_accepted.fetch_add(events as u64, Relaxed);
     }
 }
 

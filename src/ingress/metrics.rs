@@ -81,10 +81,16 @@ pub enum RequestRejection {
     OriginNotAllowed,
     /// A CORS preflight refused for another reason: CORS off, or a method other than POST.
     CorsPreflightRefused,
+    /// No API key, or one not in `auth.keys_file` (401).
+    Unauthorized,
+    /// An API key with `write = false` (403).
+    KeyCannotWrite,
+    /// An API key over its `events_per_second` (429).
+    RateLimited,
 }
 
 impl RequestRejection {
-    const ALL: [RequestRejection; 14] = [
+    const ALL: [RequestRejection; 17] = [
         RequestRejection::MalformedJson,
         RequestRejection::Empty,
         RequestRejection::NotAnEvent,
@@ -99,6 +105,9 @@ impl RequestRejection {
         RequestRejection::BodyTimeout,
         RequestRejection::OriginNotAllowed,
         RequestRejection::CorsPreflightRefused,
+        RequestRejection::Unauthorized,
+        RequestRejection::KeyCannotWrite,
+        RequestRejection::RateLimited,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -117,6 +126,9 @@ impl RequestRejection {
             RequestRejection::BodyTimeout => "body_timeout",
             RequestRejection::OriginNotAllowed => "origin_not_allowed",
             RequestRejection::CorsPreflightRefused => "cors_preflight_refused",
+            RequestRejection::Unauthorized => "unauthorized",
+            RequestRejection::KeyCannotWrite => "key_cannot_write",
+            RequestRejection::RateLimited => "rate_limited",
         }
     }
 }
@@ -130,13 +142,16 @@ pub enum EventRejection {
     WithInvalidRequest,
     /// The request was answered 503.
     Unavailable,
+    /// The request's API key was over its rate (429).
+    RateLimited,
 }
 
 impl EventRejection {
-    const ALL: [EventRejection; 3] = [
+    const ALL: [EventRejection; 4] = [
         EventRejection::Invalid,
         EventRejection::WithInvalidRequest,
         EventRejection::Unavailable,
+        EventRejection::RateLimited,
     ];
 
     fn as_str(self) -> &'static str {
@@ -144,6 +159,7 @@ impl EventRejection {
             EventRejection::Invalid => "invalid",
             EventRejection::WithInvalidRequest => "with_invalid_request",
             EventRejection::Unavailable => "unavailable",
+            EventRejection::RateLimited => "rate_limited",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `handler`, which reads bodies within limits (`body`), builds every reply (`response`)
 //! and counts what it answered (`metrics`).
 
+mod auth;
 mod body;
 mod connection;
 mod cors;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::net::TcpListener;
 
+pub use auth::{ApiKeys, AuthSettings, KeysError};
 pub use body::{decompress, BodyError, BodyTimeout, ContentEncoding};
 pub use connection::{serve as serve_connection, ConnectionLimits, Lingering, Timeouts};
 pub use cors::{CorsError, CorsPolicy, CorsSettings};

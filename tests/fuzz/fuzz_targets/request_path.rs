@@ -55,6 +55,7 @@ fn shard() -> Shard {
             logs: Vec::new(),
         }),
         cors: Arc::new(config.cors_policy().unwrap()),
+        keys: None,
     };
     let ctx = Rc::new(IngressContext::new(
         0,
