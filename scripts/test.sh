@@ -23,6 +23,9 @@ fi
 TIDEGATE_TEST_TANSU="$(scripts/install-tansu.sh)"
 export TIDEGATE_TEST_TANSU
 
+# The browser test drives Debian's chromium with playwright-core from npm.
+scripts/install-browser.sh
+
 # Two shards at most in any test: CI machines have two cores.
 export RUST_BACKTRACE=1
 # The test-only sink gate is compiled in for the tests (never in a default build).
