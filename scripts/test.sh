@@ -23,8 +23,10 @@ fi
 TIDEGATE_TEST_TANSU="$(scripts/install-tansu.sh)"
 export TIDEGATE_TEST_TANSU
 
-# The browser test drives Debian's chromium with playwright-core from npm.
+# The browser test drives Debian's chromium with playwright-core from npm; the deploy
+# tests check the systemd unit and the alert rules with systemd-analyze and promtool.
 scripts/install-browser.sh
+scripts/install-deploy-tools.sh
 
 # Two shards at most in any test: CI machines have two cores.
 export RUST_BACKTRACE=1

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use glommio::{LocalExecutorBuilder, Placement};
+use sd_notify::NotifyState;
 use thiserror::Error;
 
 use super::config::Config;
@@ -223,6 +224,11 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
             .write_all(announcement.as_bytes())
             .and_then(|()| stdout.flush());
         tracing::info!(%bound, shards, sink = %config.sink.kind, admin = ?admin_bound, "serving");
+        // systemd (Type=notify) starts what depends on us only now that every shard listens.
+        tell_systemd(&[
+            NotifyState::Ready,
+            NotifyState::Status(&format!("serving on {bound}, {shards} shards")),
+        ]);
     }
 
     let mut first_error = startup_error;
@@ -285,17 +291,31 @@ fn watch_signals(shutdown: Arc<Shutdown>, keys: Option<Arc<ApiKeys>>) -> Result<
         .spawn(move || {
             for signal in signals.forever() {
                 if signal == SIGHUP {
+                    match NotifyState::monotonic_usec_now() {
+                        Ok(now) => tell_systemd(&[NotifyState::Reloading, now]),
+                        Err(_) => tell_systemd(&[NotifyState::Reloading]),
+                    }
                     reload(keys.as_deref());
+                    tell_systemd(&[NotifyState::Ready]);
                 } else if shutdown.is_requested() {
                     tracing::warn!(signal, "already draining; waiting for rings to empty");
                 } else {
                     tracing::info!(signal, "shutting down: draining rings into the sink");
+                    tell_systemd(&[NotifyState::Stopping]);
                     shutdown.request();
                 }
             }
         })
         .map_err(ServerError::Signals)?;
     Ok(())
+}
+
+/// Sends `state` to systemd's notification socket; nothing when not run by systemd
+/// (`NOTIFY_SOCKET` unset). A failure is logged, never fatal: serving matters more.
+fn tell_systemd(state: &[NotifyState]) {
+    if let Err(err) = sd_notify::notify(false, state) {
+        tracing::warn!(error = %err, "cannot notify systemd");
+    }
 }
 
 /// SIGHUP: what can change without a restart takes effect for the next request; open

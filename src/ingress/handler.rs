@@ -178,22 +178,25 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>, routes: Routes
         "/metrics" => (
             Route::Metrics,
             if is_get(req.method()) {
-                // Prometheus asks for OpenMetrics; anything else gets the same text under
-                // the classic type, which Prometheus-format parsers read as well.
+                // Prometheus asks for OpenMetrics; anything else gets the classic format.
                 let openmetrics = req
                     .headers()
                     .get(hyper::header::ACCEPT)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.contains("application/openmetrics-text"));
-                response::text(
-                    StatusCode::OK,
-                    if openmetrics {
-                        observe::CONTENT_TYPE
-                    } else {
-                        "text/plain; version=0.0.4; charset=utf-8"
-                    },
-                    observe::render(&ctx.shared.registry),
-                )
+                if openmetrics {
+                    response::text(
+                        StatusCode::OK,
+                        observe::CONTENT_TYPE,
+                        observe::render(&ctx.shared.registry),
+                    )
+                } else {
+                    response::text(
+                        StatusCode::OK,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        observe::render_classic(&ctx.shared.registry),
+                    )
+                }
             } else {
                 response::method_not_allowed("GET, HEAD")
             },

@@ -753,6 +753,12 @@ impl Collector for LogsCollector {
         )?;
         observe::gauge(
             &mut encoder,
+            "tidegate_log_max_bytes",
+            "durability.max_log_bytes: what tidegate_log_unstored_bytes may reach before log_full.",
+            each(|s| s.max_bytes.load(Relaxed)).map(|(l, v)| (l, v as i64)),
+        )?;
+        observe::gauge(
+            &mut encoder,
             "tidegate_log_backlog_events",
             "Events kept on disk only (the ring was full), waiting for the writer.",
             each(|s| s.backlog_events.load(Relaxed)).map(|(l, v)| (l, v as i64)),

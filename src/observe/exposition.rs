@@ -92,3 +92,65 @@ pub fn render(registry: &prometheus_client::registry::Registry) -> String {
         .expect("writing to a String cannot fail");
     out
 }
+
+/// The registry in Prometheus' classic text format (0.0.4), for scrapers that do not ask
+/// for OpenMetrics. The two differ where a parser notices: OpenMetrics names a counter's
+/// family `x` and its sample `x_total`, the classic format names both `x_total` (else
+/// `promtool check metrics` finds counters without help), and it has no `# UNIT` or
+/// `# EOF` lines.
+pub fn render_classic(registry: &prometheus_client::registry::Registry) -> String {
+    let openmetrics = render(registry);
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 16 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let family = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .and_then(|rest| rest.split(' ').next())
+            .filter(|name| counters.contains(name));
+        match family {
+            Some(name) => {
+                let at = "# HELP ".len() + name.len();
+                out.push_str(&line[..at]);
+                out.push_str("_total");
+                out.push_str(&line[at..]);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::gauge::Gauge;
+
+    #[test]
+    fn the_classic_format_names_counters_by_their_samples() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("tidegate_things", "Things seen", Counter::<u64>::default());
+        registry.register("tidegate_level", "A level", Gauge::<i64>::default());
+        let classic = render_classic(&registry);
+        assert!(
+            classic.contains("# HELP tidegate_things_total Things seen.\n")
+                && classic.contains("# TYPE tidegate_things_total counter\n")
+                && classic.contains("\ntidegate_things_total 0\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("# TYPE tidegate_level gauge\n"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(render(&registry).contains("# TYPE tidegate_things counter"));
+    }
+}

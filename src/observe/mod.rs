@@ -10,7 +10,8 @@ mod exposition;
 mod histogram;
 
 pub use exposition::{
-    counter, gauge, histogram, per_shard, render, shard_labels, unlabelled_counters, Labels,
+    counter, gauge, histogram, per_shard, render, render_classic, shard_labels,
+    unlabelled_counters, Labels,
 };
 pub use histogram::Histogram;
 pub use prometheus_client::collector::Collector;
