@@ -27,6 +27,9 @@ export TIDEGATE_TEST_TANSU
 # tests check the systemd unit and the alert rules with systemd-analyze and promtool.
 scripts/install-browser.sh
 scripts/install-deploy-tools.sh
+# tests/package.rs builds the Debian package with cargo-deb and installs it.
+TIDEGATE_TEST_CARGO_DEB="$(scripts/install-cargo-deb.sh)"
+export TIDEGATE_TEST_CARGO_DEB
 
 # Two shards at most in any test: CI machines have two cores.
 export RUST_BACKTRACE=1
