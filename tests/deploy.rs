@@ -178,3 +178,110 @@ fn systemd_hears_ready_reloading_and_stopping() {
     assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
     assert!(server.terminate().success());
 }
+
+/// Every `tidegate_*` family the collectors in `src/` define, by the names they register
+/// (counters without `_total`).
+fn exported_families() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut std::collections::BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.extend(metric_names(&text, "\"tidegate_"));
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(&repo("src"), &mut out);
+    out
+}
+
+/// The metric names in `text` that follow `prefix` (whose last 9 bytes are `tidegate_`).
+fn metric_names(text: &str, prefix: &str) -> Vec<String> {
+    let skip = prefix.len() - "tidegate_".len();
+    text.match_indices(prefix)
+        .map(|(at, _)| {
+            let name: String = text[at + skip..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            name
+        })
+        .collect()
+}
+
+/// The alert rules and the dashboard query only metrics tidegate exports (a renamed metric
+/// would otherwise leave a silent alert or an empty panel), and every dashboard query is
+/// valid PromQL: each is checked by promtool as a recording rule, with Grafana's variables
+/// filled in.
+#[test]
+fn the_alerts_and_the_dashboard_use_real_metrics_and_valid_queries() {
+    let families = exported_families();
+    assert!(families.contains("tidegate_http_requests"), "{families:?}");
+    let known = |name: &str| {
+        ["", "_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|family| families.contains(family))
+            })
+    };
+    let alerts = std::fs::read_to_string(repo("deploy/prometheus/alerts.yml")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("deploy/grafana/tidegate.json")).unwrap(),
+    )
+    .unwrap();
+    let mut exprs = Vec::new();
+    fn collect(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(expr)) = map.get("expr") {
+                    out.push(expr.clone());
+                }
+                map.values().for_each(|v| collect(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    collect(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 20, "{} queries", exprs.len());
+    for text in exprs.iter().map(String::as_str).chain([alerts.as_str()]) {
+        for name in metric_names(text, "tidegate_") {
+            assert!(known(&name), "{name} is not a metric tidegate exports");
+        }
+    }
+    let rules: String = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, expr)| {
+            let expr = expr
+                .replace("$__rate_interval", "5m")
+                .replace("$instance", ".*");
+            format!(
+                "      - record: dashboard:query_{i}\n        expr: {}\n",
+                serde_json::to_string(&expr).unwrap()
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dashboard-queries.yml");
+    std::fs::write(
+        &path,
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .unwrap();
+    let out = tool("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "a dashboard query is not valid PromQL: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
