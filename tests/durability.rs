@@ -122,6 +122,51 @@ fn a_stalled_sink_fills_the_ring_then_503_then_recovers() {
     assert_eq!(event_ids(&events), accepted);
 }
 
+/// Once the ring cannot take even one event (and nothing else can), a request is refused
+/// from its head: the 503 comes before the body is sent, and the connection closes.
+#[test]
+fn a_full_ring_refuses_a_request_before_its_body() {
+    use std::io::{BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let stall = dir.path().join("stall");
+    std::fs::write(&stall, b"").unwrap();
+    let server = Server::start_with_env(
+        &[
+            "--shards",
+            "1",
+            "--ack",
+            "memory",
+            "--test-stall-file",
+            stall.to_str().unwrap(),
+        ],
+        &[
+            ("TIDEGATE_RING_CAPACITY_EVENTS", "2"),
+            ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "2"),
+        ],
+    );
+    for n in 0..2 {
+        assert_eq!(server.post_json(&event("u", &uuid(21, n))).status, 202);
+    }
+    let mut stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // The head only: a server that read the body first would wait here until its body
+    // timeout (10 s), past the client's 5 s.
+    stream
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+              content-length: 100000\r\n\r\n",
+        )
+        .unwrap();
+    let answer = support::read_response(&mut BufReader::new(stream)).expect("an answer");
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.json()["cause"], "ring_full");
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(answer.header("retry-after").is_some());
+    assert_eq!(server.metric("tidegate_unavailable_total"), 1);
+}
+
 #[test]
 fn sigterm_under_load_loses_no_accepted_event() {
     let mut server = Server::start(&["--shards", "2"]);

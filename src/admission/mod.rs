@@ -245,6 +245,34 @@ pub fn admit(
     }
 }
 
+/// The 503 a request will get whatever its body holds, when that is already certain from
+/// the shard's state: it is shutting down, or nothing can take even the smallest event (no
+/// Kafka overflow, no room in the ring, and in durable mode none in the log). The handler
+/// asks before reading the body, so under overload a refusal costs a request head, not a
+/// read and a parse; [`admit`] still decides every request that gets past this.
+pub fn certain_refusal(
+    ring: &Ring,
+    shutting_down: bool,
+    log: Option<&ShardLog>,
+    overflow_configured: bool,
+) -> Option<UnavailableCause> {
+    if shutting_down {
+        return Some(UnavailableCause::ShuttingDown);
+    }
+    if overflow_configured {
+        return None;
+    }
+    // No event encodes smaller than its fixed header.
+    let smallest = crate::encoded::HEADER_LEN;
+    let ring_refuses = ring.fits(1, smallest).is_err();
+    match log {
+        None => ring_refuses.then_some(UnavailableCause::RingFull),
+        Some(log) => ((log.has_backlog() || ring_refuses)
+            && !log.has_room(framed_bytes(smallest, 1)))
+        .then_some(UnavailableCause::LogFull),
+    }
+}
+
 fn slices<'a>(chunk: &'a Bytes, ends: &'a [usize]) -> impl Iterator<Item = Bytes> + 'a {
     let mut start = 0;
     ends.iter().map(move |&end| {

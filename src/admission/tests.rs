@@ -131,6 +131,52 @@ fn with_the_log_the_ring_is_a_cache_and_the_log_the_bound() {
     ));
 }
 
+/// A refusal is certain before the body only when no body could be taken: the smallest
+/// event does not fit anywhere, or the shard is shutting down; never with an overflow.
+#[test]
+fn a_refusal_is_certain_before_the_body_only_when_nothing_could_fit() {
+    use crate::log::ShardLog;
+    let (chunk, ends) = request();
+    let certain = |ring: &ShardRing, log: Option<&ShardLog>, overflow: bool| {
+        certain_refusal(&ring.borrow_mut(), false, log, overflow)
+    };
+    // Memory mode: a ring with room for one event is not full, whatever the request.
+    let ring = shard_ring(1);
+    assert_eq!(certain(&ring, None, false), None);
+    admit(
+        &mut ring.borrow_mut(),
+        &chunk,
+        &ends[..1],
+        false,
+        None,
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        certain(&ring, None, false),
+        Some(UnavailableCause::RingFull)
+    );
+    assert_eq!(certain(&ring, None, true), None, "the overflow may take it");
+    assert_eq!(
+        certain_refusal(&shard_ring(10).borrow_mut(), true, None, false),
+        Some(UnavailableCause::ShuttingDown)
+    );
+    // Durable mode: a full ring is not enough; the log must be full too.
+    let log = ShardLog::detached(1000);
+    assert_eq!(certain(&ring, Some(&log), false), None);
+    log.hold(990, 1);
+    assert_eq!(
+        certain(&ring, Some(&log), false),
+        Some(UnavailableCause::LogFull)
+    );
+    // ...and while a backlog waits on disk, ring room does not help.
+    assert_eq!(
+        certain(&shard_ring(10), Some(&log), false),
+        Some(UnavailableCause::LogFull)
+    );
+    assert_eq!(certain(&ring, Some(&log), true), None);
+}
+
 #[test]
 fn the_connection_limit_refuses_the_connection_past_it() {
     assert_eq!(admit_connection(0, 2), Ok(()));

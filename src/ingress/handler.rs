@@ -457,6 +457,17 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>)
         );
     }
 
+    let refusal = admission::certain_refusal(
+        &ctx.ring.borrow_mut(),
+        ctx.ring.is_closing(),
+        ctx.log.as_deref(),
+        ctx.producer.is_some(),
+    );
+    if let Some(cause) = refusal {
+        // Before the body is read, so the connection closes after the answer.
+        return response::closing(unavailable(ctx, cause));
+    }
+
     let mut raw = ctx.take_buffer();
     let mut charge = BodyCharge::new(ctx.body_budget.clone());
     let read = body::read_limited(
