@@ -25,14 +25,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn labelled(metrics: &str, name: &str, label: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 #[test]
 fn pages_on_listed_origins_post_with_fetch_and_beacons_and_others_are_refused() {
     let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -86,7 +78,7 @@ fn pages_on_listed_origins_post_with_fetch_and_beacons_and_others_are_refused() 
     loop {
         let metrics = server.get("/metrics").text();
         let accepted = support::metric_sum(&metrics, "tidegate_events_accepted_total");
-        let refused = labelled(
+        let refused = support::metric_with_label(
             &metrics,
             "tidegate_requests_rejected_total",
             "reason=\"origin_not_allowed\"",

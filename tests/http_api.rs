@@ -577,14 +577,11 @@ fn cors_lets_listed_origins_post_and_refuses_the_rest() {
     );
     assert_eq!(server.metric("tidegate_events_accepted_total"), 2);
     let metrics = server.get("/metrics").text();
-    let refusals: u64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("tidegate_requests_rejected_total{")
-                && l.contains("reason=\"origin_not_allowed\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum();
+    let refusals = support::metric_with_label(
+        &metrics,
+        "tidegate_requests_rejected_total",
+        "reason=\"origin_not_allowed\"",
+    );
     assert_eq!(refusals, 2, "the refused preflight and the refused POST");
 }
 
@@ -651,14 +648,6 @@ fn write_keys(path: &std::path::Path, entries: &[(&str, &str, &str)]) {
         .map(|(name, key, extra)| format!("[[key]]\nname = \"{name}\"\nkey = \"{key}\"\n{extra}\n"))
         .collect();
     std::fs::write(path, text).unwrap();
-}
-
-fn labelled(metrics: &str, name: &str, label: &str) -> u64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 /// With `auth.keys_file`, only requests with a known key that may write are kept: 401 with
@@ -738,7 +727,7 @@ fn api_keys_decide_who_may_post_and_how_fast() {
     assert_eq!(server.metric("tidegate_events_accepted_total"), 6);
     let metrics = server.get("/metrics").text();
     let rejected = |reason: &str| {
-        labelled(
+        support::metric_with_label(
             &metrics,
             "tidegate_requests_rejected_total",
             &format!("reason=\"{reason}\""),
@@ -748,7 +737,7 @@ fn api_keys_decide_who_may_post_and_how_fast() {
     assert_eq!(rejected("key_cannot_write"), 1);
     assert_eq!(rejected("rate_limited"), 2);
     assert_eq!(
-        labelled(
+        support::metric_with_label(
             &metrics,
             "tidegate_events_rejected_total",
             "reason=\"rate_limited\""
@@ -757,7 +746,7 @@ fn api_keys_decide_who_may_post_and_how_fast() {
         "the two-event request's events, counted once; the first 429 was refused before its body"
     );
     assert_eq!(
-        labelled(
+        support::metric_with_label(
             &metrics,
             "tidegate_key_events_accepted_total",
             "key=\"ios-app\""
@@ -765,7 +754,7 @@ fn api_keys_decide_who_may_post_and_how_fast() {
         2
     );
     assert_eq!(
-        labelled(
+        support::metric_with_label(
             &metrics,
             "tidegate_key_events_accepted_total",
             "key=\"web\""
@@ -773,7 +762,7 @@ fn api_keys_decide_who_may_post_and_how_fast() {
         4
     );
     assert_eq!(
-        labelled(
+        support::metric_with_label(
             &metrics,
             "tidegate_key_rate_limited_requests_total",
             "key=\"web\""

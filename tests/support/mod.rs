@@ -188,6 +188,15 @@ pub fn metric_sum(text: &str, name: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// The sum of `name`'s samples whose labels include `label` (e.g. `reason="unauthorized"`),
+/// over every shard.
+pub fn metric_with_label(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
