@@ -187,6 +187,8 @@ impl ApiKeys {
         })?;
         let file: KeysFile = toml::from_str(&text).map_err(|e| invalid(e.message().to_owned()))?;
         let old = self.current.load();
+        let old_by_name: HashMap<&str, &Arc<Key>> =
+            old.keys().map(|key| (&*key.name, key)).collect();
         let mut set = KeySet {
             seed: RandomState::new(),
             by_hash: HashMap::with_capacity(file.keys.len()),
@@ -227,9 +229,8 @@ impl ApiKeys {
                 }
             };
             // A key whose name and rate stay keeps its bucket and counters across reloads.
-            let kept = old
-                .keys()
-                .find(|k| &*k.name == name)
+            let kept = old_by_name
+                .get(name)
                 .map(|k| (k.rate == rate, k.next_free_ns.clone(), k.stats.clone()));
             let (next_free_ns, stats) = match kept {
                 Some((true, bucket, stats)) => (bucket, stats),
