@@ -24,7 +24,7 @@ use toml::{Table, Value};
 use crate::event::{BatchLimits, EventLimits};
 use crate::ingress::{
     AuthSettings, BodyTimeout, ConnectionPolicy, CorsPolicy, CorsSettings, HttpLimits, Lingering,
-    Routes, Timeouts,
+    Routes, Timeouts, TlsSettings,
 };
 use crate::log::DurabilitySettings;
 use crate::overflow::KafkaSettings;
@@ -77,6 +77,11 @@ pub struct ServerConfig {
     /// (e.g. `127.0.0.1:9464`); once set, the ingest address no longer serves `/metrics`.
     /// Empty: none.
     pub admin_listen: String,
+    /// PEM certificate chain (leaf first); with `tls_key_file`, the ingest listener speaks
+    /// TLS only (rustls, ALPN `http/1.1`). Both reload on SIGHUP. Empty: plaintext.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: String,
     /// Time a request body gets to arrive once its head has, before the extensions below.
     pub body_read_timeout_ms: u64,
     /// Each byte of body received extends the body's deadline by `1 / rate` seconds, so a
@@ -173,6 +178,8 @@ impl Default for ServerConfig {
             max_header_bytes: 64 * 1024,
             max_uri_bytes: 8 * 1024,
             admin_listen: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
             body_read_timeout_ms: 10_000,
             body_min_bytes_per_second: 1024,
             lingering_time_ms: 30_000,
@@ -334,6 +341,13 @@ impl Config {
         self.listen_addr()?;
         self.admin_listen_addr()?;
         self.cors_policy()?;
+        let tls = self.tls_settings();
+        if tls.is_on() && (tls.cert_file.is_empty() || tls.key_file.is_empty()) {
+            return Err(invalid(
+                "server.tls_cert_file",
+                "TLS needs both server.tls_cert_file and server.tls_key_file",
+            ));
+        }
         let positive = |key: &str, value: u64| {
             if value == 0 {
                 Err(invalid(key, "must be greater than 0"))
@@ -481,8 +495,17 @@ impl Config {
         CorsPolicy::new(&self.cors).map_err(|e| invalid("cors.allowed_origins", e.to_string()))
     }
 
+    /// The certificate files; whether they load is checked when the server starts.
+    pub fn tls_settings(&self) -> TlsSettings {
+        TlsSettings {
+            cert_file: self.server.tls_cert_file.clone(),
+            key_file: self.server.tls_key_file.clone(),
+        }
+    }
+
     pub fn connection_policy(&self) -> ConnectionPolicy {
         ConnectionPolicy {
+            tls: self.tls_settings().is_on(),
             routes: if self.server.admin_listen.is_empty() {
                 Routes::All
             } else {

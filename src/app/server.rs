@@ -12,7 +12,7 @@ use thiserror::Error;
 use super::config::Config;
 use super::shard::{self, ShardSetup};
 use crate::admission::EdgeState;
-use crate::ingress::{self, ApiKeys, IngressMetrics, Shared};
+use crate::ingress::{self, ApiKeys, IngressMetrics, ServerTls, Shared};
 use crate::log::{LogStats, LogsCollector};
 use crate::observe::Registry;
 use crate::overflow::{self, OverflowProducer, OverflowStats};
@@ -40,6 +40,8 @@ pub enum ServerError {
     Drain(#[from] crate::overflow::DrainError),
     #[error(transparent)]
     Keys(#[from] ingress::KeysError),
+    #[error("cannot start TLS: {0}")]
+    Tls(#[from] ingress::TlsError),
     #[error("shard {shard} failed: {message}")]
     Shard { shard: usize, message: String },
 }
@@ -112,6 +114,18 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
             Some(keys)
         }
     };
+    let tls = if config.tls_settings().is_on() {
+        let tls = Arc::new(ServerTls::load(&config.tls_settings())?);
+        tracing::info!(
+            cert_file = %tls.cert_path().display(),
+            not_after = tls.not_after(),
+            "TLS on the ingest listener"
+        );
+        registry.register_collector(Box::new(tls.clone()));
+        Some(tls)
+    } else {
+        None
+    };
     let edge = Arc::new(EdgeState {
         shutdown: shutdown.clone(),
         shards: ring_loads
@@ -127,7 +141,13 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
         },
     });
     let registry = Arc::new(registry);
-    watch_signals(shutdown.clone(), keys.clone())?;
+    watch_signals(
+        shutdown.clone(),
+        Reloadable {
+            keys: keys.clone(),
+            tls: tls.clone(),
+        },
+    )?;
     let stop_drain = Arc::new(AtomicBool::new(false));
     let drain = match &producer {
         Some(producer) if config.kafka.drain => {
@@ -170,6 +190,7 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
                 edge: edge.clone(),
                 cors: cors.clone(),
                 keys: keys.clone(),
+                tls: tls.clone(),
             },
             ring_load: ring_loads[id].clone(),
             writer: writers[id].clone(),
@@ -215,8 +236,9 @@ pub fn run(config: Config, sink_settings: SinkSettings) -> Result<(), ServerErro
         let admin_line = admin_bound.map_or(String::new(), |admin| {
             format!("tidegate: admin (metrics, health, ready) on http://{admin}\n")
         });
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let announcement = format!(
-            "tidegate: listening on http://{bound} ({shards} shards, sink {})\n{admin_line}",
+            "tidegate: listening on {scheme}://{bound} ({shards} shards, sink {})\n{admin_line}",
             config.sink.kind
         );
         let mut stdout = std::io::stdout().lock();
@@ -281,8 +303,9 @@ fn start_overflow(config: &Config) -> Result<Arc<OverflowProducer>, ServerError>
 }
 
 /// SIGTERM or SIGINT starts a graceful shutdown; a second one is logged and ignored, since
-/// exiting then could lose accepted events. SIGHUP reloads the API keys.
-fn watch_signals(shutdown: Arc<Shutdown>, keys: Option<Arc<ApiKeys>>) -> Result<(), ServerError> {
+/// exiting then could lose accepted events. SIGHUP reloads the API keys and the TLS
+/// certificate.
+fn watch_signals(shutdown: Arc<Shutdown>, reloadable: Reloadable) -> Result<(), ServerError> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(ServerError::Signals)?;
@@ -295,7 +318,7 @@ fn watch_signals(shutdown: Arc<Shutdown>, keys: Option<Arc<ApiKeys>>) -> Result<
                         Ok(now) => tell_systemd(&[NotifyState::Reloading, now]),
                         Err(_) => tell_systemd(&[NotifyState::Reloading]),
                     }
-                    reload(keys.as_deref());
+                    reloadable.reload();
                     tell_systemd(&[NotifyState::Ready]);
                 } else if shutdown.is_requested() {
                     tracing::warn!(signal, "already draining; waiting for rings to empty");
@@ -318,19 +341,38 @@ fn tell_systemd(state: &[NotifyState]) {
     }
 }
 
-/// SIGHUP: what can change without a restart takes effect for the next request; open
-/// connections stay. A file that does not load leaves what was in force.
-fn reload(keys: Option<&ApiKeys>) {
-    let Some(keys) = keys else {
-        tracing::info!("SIGHUP: nothing to reload (no auth.keys_file)");
-        return;
-    };
-    match keys.reload() {
-        Ok(count) => {
-            tracing::info!(keys_file = %keys.path().display(), keys = count, "SIGHUP: API keys reloaded")
+/// What SIGHUP reloads: what can change without a restart takes effect for the next
+/// request (keys) or connection (certificate); open connections stay. A file that does not
+/// load leaves what was in force.
+struct Reloadable {
+    keys: Option<Arc<ApiKeys>>,
+    tls: Option<Arc<ServerTls>>,
+}
+
+impl Reloadable {
+    fn reload(&self) {
+        if self.keys.is_none() && self.tls.is_none() {
+            tracing::info!("SIGHUP: nothing to reload (no auth.keys_file, no TLS)");
         }
-        Err(err) => {
-            tracing::error!(error = %err, "SIGHUP: API keys not reloaded; the previous keys stay in force")
+        if let Some(keys) = &self.keys {
+            match keys.reload() {
+                Ok(count) => {
+                    tracing::info!(keys_file = %keys.path().display(), keys = count, "SIGHUP: API keys reloaded")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "SIGHUP: API keys not reloaded; the previous keys stay in force")
+                }
+            }
+        }
+        if let Some(tls) = &self.tls {
+            match tls.reload() {
+                Ok(validity) => {
+                    tracing::info!(cert_file = %tls.cert_path().display(), not_after = validity.not_after, "SIGHUP: TLS certificate reloaded")
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "SIGHUP: TLS certificate not reloaded; the previous one stays in force")
+                }
+            }
         }
     }
 }

@@ -123,6 +123,8 @@ pub async fn run(setup: ShardSetup) -> Result<(), SinkError> {
         if let Some(socket) = admin_socket {
             let admin_connections = ingress::ConnectionPolicy {
                 routes: ingress::Routes::Admin,
+                // Local scrapes: plaintext whatever the ingest listener speaks.
+                tls: false,
                 ..connections
             };
             ingress::serve(ctx.clone(), ingress::adopt(socket), admin_connections).await;

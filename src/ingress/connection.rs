@@ -35,7 +35,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 
 use super::handler::{self, IngressContext};
-use super::io::{poll_discard, Activity, HyperStream, StreamReturn};
+use super::io::{poll_discard, Activity, HyperStream, StreamReturn, Transport};
 use super::metrics::Route;
 use super::response;
 use crate::admission::UnavailableCause;
@@ -77,7 +77,7 @@ pub struct ConnectionLimits {
 /// A connection admission refused (`admitted` is the cause) gets one 503 and is closed.
 pub async fn serve(
     ctx: Rc<IngressContext>,
-    stream: TcpStream,
+    stream: Transport,
     limits: ConnectionLimits,
     admitted: Result<(), UnavailableCause>,
 ) {
@@ -122,6 +122,7 @@ pub async fn serve(
         })
         .await;
     }
+    let stream = stream.into_socket(limits.lingering.timeout).await;
     if linger_needed {
         linger(stream, limits.lingering).await;
     } else {
@@ -139,7 +140,7 @@ enum Ended {
 /// is in `returned`.
 async fn serve_http(
     ctx: &Rc<IngressContext>,
-    stream: TcpStream,
+    stream: Transport,
     activity: &Rc<Activity>,
     returned: &StreamReturn,
     limits: ConnectionLimits,
@@ -212,6 +213,18 @@ async fn serve_http(
         Poll::Pending
     })
     .await
+}
+
+/// Answers a plaintext HTTP request sent to the TLS port with 400, then closes with
+/// lingering (the client is still sending its request).
+pub async fn refuse_plain_http(mut stream: TcpStream, lingering: Lingering) {
+    let answer = response::raw_plain_http_on_tls_port();
+    let write = async {
+        let _ = stream.write_all(&answer).await;
+        let _ = stream.flush().await;
+    };
+    futures_lite::future::or(write, glommio::timer::sleep(lingering.timeout)).await;
+    linger(stream, lingering).await;
 }
 
 /// Sends FIN, then reads and discards until the client closes or a bound is reached.

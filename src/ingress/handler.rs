@@ -66,6 +66,8 @@ pub struct Shared {
     pub cors: Arc<CorsPolicy>,
     /// The API keys, when `auth.keys_file` is set (see [`super::auth`]).
     pub keys: Option<Arc<ApiKeys>>,
+    /// The certificate, when the ingest listener speaks TLS (see [`super::tls`]).
+    pub tls: Option<Arc<super::ServerTls>>,
 }
 
 /// What one shard's HTTP handlers share.

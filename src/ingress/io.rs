@@ -1,4 +1,5 @@
-//! hyper's I/O traits over a glommio TCP stream, recording activity for the timeouts.
+//! hyper's I/O traits over a glommio TCP stream, plain or TLS, recording activity for the
+//! timeouts.
 //!
 //! hyper 1.x reads and writes through its own `rt::Read`/`rt::Write`; glommio streams speak
 //! `futures-io`. The adapter forwards calls and notes, per connection, when bytes last
@@ -12,7 +13,8 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
 use hyper::rt::ReadBufCursor;
 
@@ -91,23 +93,91 @@ thread_local! {
     /// all instructions under load (callgrind); reading into this per-thread buffer, zeroed
     /// once, and copying just the bytes received costs a few hundred bytes of memcpy.
     /// Sharing it is sound because glommio's unbuffered `poll_read` is a synchronous
-    /// non-blocking recv into the slice; when it returns Pending it has only registered
-    /// for readiness and holds no pointer to the buffer.
+    /// non-blocking recv into the slice, and rustls' a synchronous copy of plaintext it
+    /// already holds; when either returns Pending it holds no pointer to the buffer.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 64 * 1024]);
 }
 
-/// Where a [`HyperStream`] leaves its socket when hyper drops it, so that the connection
-/// can still answer a timeout and close with lingering after hyper is done with it.
-pub type StreamReturn = Rc<Cell<Option<TcpStream>>>;
+/// A connection's byte stream: the socket itself, or a TLS session over it.
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Transport {
+    /// Ends the TLS session, if any, with a close_notify (sent within `timeout`: a client
+    /// that does not read must not hold the connection), and gives back the socket, for
+    /// the connection to close or linger on. Lingering discards ciphertext unread.
+    pub async fn into_socket(self, timeout: std::time::Duration) -> TcpStream {
+        match self {
+            Transport::Plain(stream) => stream,
+            Transport::Tls(mut tls) => {
+                tls.get_mut().1.send_close_notify();
+                let flushed = async {
+                    let _ = tls.flush().await;
+                };
+                futures_lite::future::or(flushed, glommio::timer::sleep(timeout)).await;
+                tls.into_inner().0
+            }
+        }
+    }
+}
+
+impl AsyncRead for Transport {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Transport {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Transport::Plain(stream) => Pin::new(stream).poll_close(cx),
+            Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_close(cx),
+        }
+    }
+}
+
+/// Where a [`HyperStream`] leaves its transport when hyper drops it, so that the
+/// connection can still answer a timeout and close with lingering after hyper is done.
+pub type StreamReturn = Rc<Cell<Option<Transport>>>;
 
 pub struct HyperStream {
-    stream: Option<TcpStream>,
+    stream: Option<Transport>,
     activity: Rc<Activity>,
     on_drop: StreamReturn,
 }
 
 impl HyperStream {
-    pub fn new(stream: TcpStream, activity: Rc<Activity>, on_drop: StreamReturn) -> Self {
+    pub fn new(stream: Transport, activity: Rc<Activity>, on_drop: StreamReturn) -> Self {
         HyperStream {
             stream: Some(stream),
             activity,
@@ -115,7 +185,7 @@ impl HyperStream {
         }
     }
 
-    fn stream(&mut self) -> Pin<&mut TcpStream> {
+    fn stream(&mut self) -> Pin<&mut Transport> {
         Pin::new(
             self.stream
                 .as_mut()

@@ -1,7 +1,8 @@
 //! HTTP ingress, where every request enters.
 //!
 //! Each shard accepts on its own SO_REUSEPORT socket (`listener`), serves each connection
-//! with hyper over a glommio stream (`connection`, `io`), and answers requests in
+//! with hyper over a glommio stream (`connection`, `io`), TLS-terminated by rustls when
+//! configured (`tls`), and answers requests in
 //! `handler`, which reads bodies within limits (`body`), builds every reply (`response`)
 //! and counts what it answered (`metrics`).
 
@@ -14,6 +15,7 @@ mod io;
 mod listener;
 mod metrics;
 mod response;
+mod tls;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -28,12 +30,16 @@ pub use body::{decompress, BodyError, BodyTimeout, ContentEncoding};
 pub use connection::{serve as serve_connection, ConnectionLimits, Lingering, Timeouts};
 pub use cors::{CorsError, CorsPolicy, CorsSettings};
 pub use handler::{HttpLimits, IngressContext, Routes, Shared};
+pub use io::Transport;
 pub use listener::{adopt, bind_reuseport};
 pub use metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
+pub use tls::{ServerTls, TlsError, TlsSettings, Validity};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionPolicy {
     pub routes: Routes,
+    /// Whether connections speak TLS first (with the certificate in `Shared::tls`).
+    pub tls: bool,
     pub timeouts: Timeouts,
     pub max_connections: usize,
     pub max_header_bytes: usize,
@@ -79,7 +85,21 @@ pub async fn serve(ctx: Rc<IngressContext>, listener: TcpListener, policy: Conne
                 max_header_bytes: policy.max_header_bytes,
                 lingering: policy.lingering,
             };
-            connection::serve(ctx.clone(), stream, limits, admitted).await;
+            let transport = match ctx.shared.tls.as_ref().filter(|_| policy.tls) {
+                None => Some(Transport::Plain(stream)),
+                Some(tls) => match tls.handshake(stream, policy.timeouts.header_read).await {
+                    tls::Handshake::Done(tls) => Some(Transport::Tls(tls)),
+                    tls::Handshake::PlainHttp(stream) => {
+                        ctx.metrics().request(Route::Other, 400);
+                        connection::refuse_plain_http(stream, policy.lingering).await;
+                        None
+                    }
+                    tls::Handshake::Closed => None,
+                },
+            };
+            if let Some(transport) = transport {
+                connection::serve(ctx.clone(), transport, limits, admitted).await;
+            }
             open.set(open.get() - 1);
             ctx.metrics().connections_open.fetch_sub(1, Relaxed);
             closed.notify(usize::MAX);

@@ -72,6 +72,14 @@ pub fn raw_unparseable(status: StatusCode, reason: &str) -> Vec<u8> {
     raw(status, &body)
 }
 
+/// The 400 for a plaintext HTTP request on the TLS port.
+pub fn raw_plain_http_on_tls_port() -> Vec<u8> {
+    raw(
+        StatusCode::BAD_REQUEST,
+        "{\"error\":\"plain_http_on_tls_port\",\"message\":\"this port speaks TLS: use https\"}",
+    )
+}
+
 /// The 408 for a body that did not arrive in time (the connection then closes).
 pub fn body_timeout() -> Reply {
     closing(json(StatusCode::REQUEST_TIMEOUT, TIMEOUT_BODY.into()))

@@ -56,6 +56,7 @@ fn shard() -> Shard {
         }),
         cors: Arc::new(config.cors_policy().unwrap()),
         keys: None,
+        tls: None,
     };
     let ctx = Rc::new(IngressContext::new(
         0,
@@ -105,7 +106,7 @@ fuzz_target!(|data: &[u8]| {
         shard.executor.run(async move {
             // SAFETY: the descriptor is a connected stream socket owned by nobody else.
             let stream = unsafe { glommio::net::TcpStream::from_raw_fd(server.into_raw_fd()) };
-            ingress::serve_connection(ctx, stream, limits, Ok(())).await;
+            ingress::serve_connection(ctx, ingress::Transport::Plain(stream), limits, Ok(())).await;
         });
         let answers = reader.join().unwrap();
         let accepted = check_answers(&answers);
