@@ -7,7 +7,7 @@ use std::io::Write;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use tidegate::event::{BatchParser, BodyFormat, EncodedBatch};
+use tidegate::event::{Arrival, BatchParser, BodyFormat, EncodedBatch};
 use tidegate::ingress::{decompress, ContentEncoding};
 use tidegate::ring::{Ring, RingCapacity};
 use tidegate::segment::append_record;
@@ -53,7 +53,7 @@ fn parse_validate(c: &mut Criterion) {
                 scratch.copy_from_slice(&body);
                 out.clear();
                 parser
-                    .parse(&mut scratch, format, 0, &mut out, &mut batch)
+                    .parse(&mut scratch, format, Arrival::at(0), &mut out, &mut batch)
                     .unwrap();
                 black_box(batch.len())
             })
@@ -68,7 +68,7 @@ fn parse_validate(c: &mut Criterion) {
             scratch.copy_from_slice(&body);
             out.clear();
             parser
-                .parse(&mut scratch, format, 0, &mut out, &mut batch)
+                .parse(&mut scratch, format, Arrival::at(0), &mut out, &mut batch)
                 .unwrap();
         })
     });
@@ -83,7 +83,7 @@ fn parse_validate(c: &mut Criterion) {
             decompress(ContentEncoding::Gzip, &gz, 10 << 20, &mut inflated).unwrap();
             out.clear();
             parser
-                .parse(&mut inflated, format, 0, &mut out, &mut batch)
+                .parse(&mut inflated, format, Arrival::at(0), &mut out, &mut batch)
                 .unwrap();
         })
     });
@@ -96,7 +96,7 @@ fn ring_push_pop(c: &mut Criterion) {
     let mut out = BytesMut::new();
     let mut batch = EncodedBatch::default();
     parser
-        .parse(&mut body, format, 0, &mut out, &mut batch)
+        .parse(&mut body, format, Arrival::at(0), &mut out, &mut batch)
         .unwrap();
     let chunk: Bytes = out.freeze();
     let mut group = c.benchmark_group("ring");
@@ -122,7 +122,7 @@ fn spool_framing(c: &mut Criterion) {
     let mut out = BytesMut::new();
     let mut batch = EncodedBatch::default();
     parser
-        .parse(&mut body, format, 0, &mut out, &mut batch)
+        .parse(&mut body, format, Arrival::at(0), &mut out, &mut batch)
         .unwrap();
     let chunk = out.freeze();
     let mut start = 0;
@@ -166,7 +166,13 @@ fn scylla_batching(c: &mut Criterion) {
         let mut body = format!("[{}]", array.join(",")).into_bytes();
         out.clear();
         parser
-            .parse(&mut body, BodyFormat::Json, 0, &mut out, &mut batch)
+            .parse(
+                &mut body,
+                BodyFormat::Json,
+                Arrival::at(0),
+                &mut out,
+                &mut batch,
+            )
             .unwrap();
         let chunk_bytes = out.split().freeze();
         let mut start = 0;

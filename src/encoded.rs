@@ -6,7 +6,7 @@
 //! field without scanning; strings follow as UTF-8 that was already checked on the way in.
 //!
 //! ```text
-//! 0      u8    format version (1)
+//! 0      u8    format version (1, or 2 when the event has a source)
 //! 1..9   i64   event_time, epoch milliseconds, little endian
 //! 9..17  i64   received_at, epoch milliseconds
 //! 17..33 [u8]  event_id (UUID bytes)
@@ -14,7 +14,15 @@
 //! 35     u8    event_type length
 //! 36..40 u32   payload length (0 = no payload)
 //! 40..   user_id, event_type, payload (JSON object text)
+//! version 2 only, at the end:
+//!        [u8]  source: the name of the API key that posted the event
+//!        u8    source length (1..=255)
 //! ```
+//!
+//! The source trails the record so that every offset above stays where version 1 put it
+//! (routing reads `user_id` at a fixed place), and an event posted without a key is
+//! written as version 1, a byte shorter. Records of both versions are read: logs, spools
+//! and overflow topics written before sources existed stay readable.
 
 use std::fmt::Write as _;
 
@@ -22,8 +30,13 @@ use bytes::BufMut;
 use thiserror::Error;
 use uuid::Uuid;
 
+/// An event without a source.
 pub const FORMAT_VERSION: u8 = 1;
+/// An event with a source (the trailer above).
+pub const FORMAT_VERSION_WITH_SOURCE: u8 = 2;
 pub const HEADER_LEN: usize = 40;
+/// Longest source kept: its length is one byte.
+pub const MAX_SOURCE_BYTES: usize = u8::MAX as usize;
 
 /// Why stored bytes could not be read back as an event.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -36,6 +49,8 @@ pub enum DecodeError {
     Length { expected: usize, actual: usize },
     #[error("{0} is not valid UTF-8")]
     Utf8(&'static str),
+    #[error("a version 2 record must carry a source")]
+    EmptySource,
 }
 
 /// A growable byte buffer events can be encoded into: `Vec<u8>` in tests and tools,
@@ -64,6 +79,8 @@ pub struct EventFields<'a> {
     pub event_time_ms: i64,
     pub event_id: Uuid,
     pub received_at_ms: i64,
+    /// Who posted it (an API key's name); empty when unknown. At most [`MAX_SOURCE_BYTES`].
+    pub source: &'a str,
 }
 
 /// Appends the fixed header and the strings of an event to `out`, then lets `write_payload`
@@ -78,7 +95,12 @@ pub fn encode_into<B: EncodeBuf>(
     let start = out.len();
     debug_assert!(fields.user_id.len() <= u16::MAX as usize);
     debug_assert!(fields.event_type.len() <= u8::MAX as usize);
-    out.put_u8(FORMAT_VERSION);
+    debug_assert!(fields.source.len() <= MAX_SOURCE_BYTES);
+    out.put_u8(if fields.source.is_empty() {
+        FORMAT_VERSION
+    } else {
+        FORMAT_VERSION_WITH_SOURCE
+    });
     out.put_i64_le(fields.event_time_ms);
     out.put_i64_le(fields.received_at_ms);
     out.put_slice(fields.event_id.as_bytes());
@@ -92,6 +114,10 @@ pub fn encode_into<B: EncodeBuf>(
     write_payload(out);
     let payload_len = (out.len() - payload_start) as u32;
     out[payload_len_at..payload_len_at + 4].copy_from_slice(&payload_len.to_le_bytes());
+    if !fields.source.is_empty() {
+        out.put_slice(fields.source.as_bytes());
+        out.put_u8(fields.source.len() as u8);
+    }
     out.len() - start
 }
 
@@ -112,6 +138,8 @@ pub struct EventView<'a> {
     pub event_type: &'a str,
     /// The payload object's JSON text, if the event had one.
     pub payload: Option<&'a str>,
+    /// The name of the API key that posted it; empty when none was required.
+    pub source: &'a str,
 }
 
 impl<'a> EventView<'a> {
@@ -119,14 +147,20 @@ impl<'a> EventView<'a> {
         if bytes.len() < HEADER_LEN {
             return Err(DecodeError::Short(bytes.len()));
         }
-        if bytes[0] != FORMAT_VERSION {
-            return Err(DecodeError::Version(bytes[0]));
-        }
+        // The source trailer: its length in the last byte, itself before that.
+        let trailer = match bytes[0] {
+            FORMAT_VERSION => 0,
+            FORMAT_VERSION_WITH_SOURCE => match bytes[bytes.len() - 1] {
+                0 => return Err(DecodeError::EmptySource),
+                len => usize::from(len) + 1,
+            },
+            other => return Err(DecodeError::Version(other)),
+        };
         let i64_at = |at: usize| i64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
         let user_len = u16::from_le_bytes([bytes[33], bytes[34]]) as usize;
         let type_len = bytes[35] as usize;
         let payload_len = u32::from_le_bytes(bytes[36..40].try_into().unwrap()) as usize;
-        let expected = HEADER_LEN + user_len + type_len + payload_len;
+        let expected = HEADER_LEN + user_len + type_len + payload_len + trailer;
         if expected != bytes.len() {
             return Err(DecodeError::Length {
                 expected,
@@ -135,6 +169,7 @@ impl<'a> EventView<'a> {
         }
         let user_end = HEADER_LEN + user_len;
         let type_end = user_end + type_len;
+        let payload_end = type_end + payload_len;
         let text = |range: std::ops::Range<usize>, name| {
             std::str::from_utf8(&bytes[range]).map_err(|_| DecodeError::Utf8(name))
         };
@@ -147,7 +182,12 @@ impl<'a> EventView<'a> {
             payload: if payload_len == 0 {
                 None
             } else {
-                Some(text(type_end..bytes.len(), "payload")?)
+                Some(text(type_end..payload_end, "payload")?)
+            },
+            source: if trailer == 0 {
+                ""
+            } else {
+                text(payload_end..bytes.len() - 1, "source")?
             },
         })
     }
@@ -165,6 +205,10 @@ impl<'a> EventView<'a> {
         out.push_str("\",\"received_at\":\"");
         write_rfc3339_millis(out, self.received_at_ms);
         out.push('"');
+        if !self.source.is_empty() {
+            out.push_str(",\"source\":");
+            write_json_string(out, self.source);
+        }
         if let Some(payload) = self.payload {
             out.push_str(",\"payload\":");
             out.push_str(payload);
@@ -276,6 +320,10 @@ mod tests {
     use super::*;
 
     fn sample(payload: Option<&str>) -> Vec<u8> {
+        sample_from(payload, "")
+    }
+
+    fn sample_from(payload: Option<&str>, source: &str) -> Vec<u8> {
         let mut out = Vec::new();
         let fields = EventFields {
             user_id: "u-1",
@@ -283,6 +331,7 @@ mod tests {
             event_time_ms: 1_700_000_000_123,
             event_id: Uuid::from_u128(42),
             received_at_ms: 1_700_000_000_999,
+            source,
         };
         encode_into(&mut out, &fields, |o: &mut Vec<u8>| {
             if let Some(p) = payload {
@@ -309,6 +358,55 @@ mod tests {
             "{json}"
         );
         assert!(json.ends_with(r#","payload":{"a":1}}"#), "{json}");
+    }
+
+    #[test]
+    fn a_source_makes_version_2_and_leaves_every_other_offset_alone() {
+        for payload in [Some(r#"{"a":1}"#), None] {
+            let without = sample_from(payload, "");
+            let with = sample_from(payload, "ios-app");
+            assert_eq!(without[0], FORMAT_VERSION);
+            assert_eq!(with[0], FORMAT_VERSION_WITH_SOURCE);
+            assert_eq!(with.len(), without.len() + "ios-app".len() + 1);
+            assert_eq!(
+                with[1..without.len()],
+                without[1..],
+                "the same bytes before it"
+            );
+            assert_eq!(user_id_bytes(&with), Some(&b"u-1"[..]));
+            let view = EventView::decode(&with).unwrap();
+            assert_eq!(view.source, "ios-app");
+            assert_eq!(view.payload, payload);
+            assert_eq!(view.user_id, "u-1");
+            assert_eq!(EventView::decode(&without).unwrap().source, "");
+            let mut json = String::new();
+            view.write_json(&mut json);
+            assert!(json.contains(r#","source":"ios-app""#), "{json}");
+        }
+        let longest = "k".repeat(MAX_SOURCE_BYTES);
+        let view_bytes = sample_from(None, &longest);
+        assert_eq!(EventView::decode(&view_bytes).unwrap().source, longest);
+    }
+
+    #[test]
+    fn a_damaged_source_trailer_is_refused_not_misread() {
+        let with = sample_from(Some("{}"), "web");
+        let mut zero_len = with.clone();
+        *zero_len.last_mut().unwrap() = 0;
+        assert_eq!(
+            EventView::decode(&zero_len).unwrap_err(),
+            DecodeError::EmptySource
+        );
+        let mut too_long = with.clone();
+        *too_long.last_mut().unwrap() = 200;
+        assert!(matches!(
+            EventView::decode(&too_long),
+            Err(DecodeError::Length { .. })
+        ));
+        // A version 1 record relabelled 2 reads its last byte as a length and fails.
+        let mut relabelled = sample(Some("{}"));
+        relabelled[0] = FORMAT_VERSION_WITH_SOURCE;
+        assert!(EventView::decode(&relabelled).is_err());
     }
 
     #[test]

@@ -670,3 +670,86 @@ fn a_node_joining_and_a_node_leaving_are_followed() {
         "every accepted event stored across both changes"
     );
 }
+
+/// A table made by a tidegate from before the `source` column: the server refuses to start
+/// against it and says what to run; `schema apply` adds the column, once; then each event
+/// posted with an API key is stored with the key's name.
+#[test]
+fn an_older_table_gets_the_source_column_and_keyed_events_fill_it() {
+    let node = TestNode::start(1, 2);
+    let contact = format!("127.0.0.1:{}", node.port);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let session = connect(&node).await;
+            for ddl in SCHEMA {
+                session.query_unpaged(ddl, &[]).await.unwrap();
+            }
+        });
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[key]]\nname = \"ios-app\"\nkey = \"tg_live_ios_0123456789abcdef\"\n",
+    )
+    .unwrap();
+    let env = [
+        ("TIDEGATE_SCYLLA_CONTACT_POINTS", contact.as_str()),
+        ("TIDEGATE_AUTH_KEYS_FILE", keys.to_str().unwrap()),
+    ];
+    let mut refused = Command::new(env!("CARGO_BIN_EXE_tidegate"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--sink",
+            "scylla",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .envs(env)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = support::wait_timeout(&mut refused, std::time::Duration::from_secs(60));
+    if status.is_none() {
+        refused.kill().unwrap();
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "started against a table without source: {stderr}"
+    );
+    assert!(stderr.contains("schema apply"), "{stderr}");
+
+    let applied = node.apply_schema();
+    assert!(
+        applied.contains("applied: ALTER TABLE tidegate.events ADD source text"),
+        "{applied}"
+    );
+    assert!(!node.apply_schema().contains("ALTER"), "added once");
+
+    let server = support::Server::start_with_env(&["--shards", "1", "--sink", "scylla"], &env);
+    let id = support::uuid(95, 1);
+    let posted = server.post(
+        support::event("user-1", &id).as_bytes(),
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", "tg_live_ios_0123456789abcdef"),
+        ],
+    );
+    assert_eq!(posted.status, 202, "{}", posted.text());
+    wait_drained(&server);
+    let rows = node.control("rows");
+    let row = rows
+        .iter()
+        .find(|row| row["event_id"] == id.as_str())
+        .expect("the event is stored");
+    assert_eq!(row["source"], "ios-app", "{row}");
+}

@@ -665,7 +665,7 @@ fn api_keys_decide_who_may_post_and_how_fast() {
             ("old", "tg_live_old_00000000000000", "write = false"),
         ],
     );
-    let server = Server::start_with_env(
+    let mut server = Server::start_with_env(
         &["--shards", "2"],
         &[("TIDEGATE_AUTH_KEYS_FILE", keys.to_str().unwrap())],
     );
@@ -770,6 +770,25 @@ fn api_keys_decide_who_may_post_and_how_fast() {
         2
     );
     assert!(!metrics.contains(IOS_KEY) && !metrics.contains(WEB_KEY));
+
+    // Each kept event carries the name of the key that posted it, never the key.
+    assert!(server.terminate().success());
+    let (events, _) = server.spool_cat();
+    let sources: std::collections::BTreeMap<String, String> = events
+        .iter()
+        .map(|e| {
+            (
+                e["event_id"].as_str().unwrap().to_owned(),
+                e["source"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: std::collections::BTreeMap<String, String> = [1, 2]
+        .map(|n| (uuid(13, n), "ios-app".to_owned()))
+        .into_iter()
+        .chain([3, 4, 5, 9].map(|n| (uuid(13, n), "web".to_owned())))
+        .collect();
+    assert_eq!(sources, expected);
 }
 
 /// SIGHUP reloads the keys file: a revoked key is refused from the next request on, a new

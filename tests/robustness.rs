@@ -10,7 +10,7 @@ use std::io::Write;
 use std::process::Command;
 
 use support::{event, uuid, Server};
-use tidegate::event::{BatchParser, BodyFormat, EncodedBatch};
+use tidegate::event::{Arrival, BatchParser, BodyFormat, EncodedBatch};
 
 struct Rng(u64);
 
@@ -118,7 +118,7 @@ fn parser_never_panics_on_arbitrary_bodies() {
             BodyFormat::Json
         };
         out.clear();
-        match parser.parse(&mut body, format, 0, &mut out, &mut batch) {
+        match parser.parse(&mut body, format, Arrival::at(0), &mut out, &mut batch) {
             Ok(()) => {
                 ok += 1;
                 assert_eq!(*batch.ends.last().unwrap(), out.len());

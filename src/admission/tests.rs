@@ -265,6 +265,7 @@ fn hot_key_plan(ring: &ShardRing) -> SpillPlan {
                 event_time_ms: 1,
                 event_id: uuid::Uuid::from_u128(n),
                 received_at_ms: 2,
+                source: "",
             },
             |_: &mut Vec<u8>| {},
         );

@@ -199,6 +199,13 @@ pub fn main() -> ExitCode {
             for statement in config.schema.statements() {
                 println!("{statement};");
             }
+            println!(
+                "-- A table made by an older tidegate needs what it lacks of these \
+                 (`schema apply` checks and runs them):"
+            );
+            for (_, migration) in config.schema.migrations() {
+                println!("-- {migration};");
+            }
             Ok(())
         }
         Command::Schema {
@@ -252,6 +259,26 @@ fn schema_apply(config: &Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("applying: {statement}"))?;
             println!("applied: {statement}");
+        }
+        // CREATE … IF NOT EXISTS leaves an older table as it was: add what it lacks.
+        session
+            .refresh_metadata()
+            .await
+            .context("cannot read the table's columns")?;
+        let state = session.get_cluster_state();
+        let table = state
+            .get_keyspace(&config.schema.keyspace)
+            .and_then(|keyspace| keyspace.tables.get(&config.schema.table))
+            .context("the table is not in the cluster's schema after creating it")?;
+        for (column, migration) in config.schema.migrations() {
+            if table.columns.contains_key(column) {
+                continue;
+            }
+            session
+                .query_unpaged(migration.as_str(), &[])
+                .await
+                .with_context(|| format!("applying: {migration}"))?;
+            println!("applied: {migration}");
         }
         Ok(())
     })

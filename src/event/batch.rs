@@ -93,6 +93,26 @@ impl EncodedBatch {
     }
 }
 
+/// What the server knows of a request's events beyond their JSON, stamped on each.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival<'a> {
+    /// When the request's body was complete (Unix milliseconds).
+    pub received_at_ms: i64,
+    /// The name of the API key that posted it; empty without keys. At most
+    /// [`crate::encoded::MAX_SOURCE_BYTES`].
+    pub source: &'a str,
+}
+
+impl Arrival<'static> {
+    /// A request with no source (no API keys).
+    pub fn at(received_at_ms: i64) -> Self {
+        Arrival {
+            received_at_ms,
+            source: "",
+        }
+    }
+}
+
 /// Per-core parsing state, reused request after request.
 pub struct BatchParser {
     limits: BatchLimits,
@@ -125,7 +145,7 @@ impl BatchParser {
         &mut self,
         body: &mut [u8],
         format: BodyFormat,
-        received_at_ms: i64,
+        arrival: Arrival<'_>,
         out: &mut B,
         batch: &mut EncodedBatch,
     ) -> Result<(), BatchError> {
@@ -133,7 +153,7 @@ impl BatchParser {
         let start = out.len();
         let mut run = Run {
             limits: self.limits,
-            received_at_ms,
+            arrival,
             scratch: &mut self.scratch,
             start,
             invalid: 0,
@@ -155,16 +175,16 @@ impl BatchParser {
 }
 
 /// The state of parsing one request.
-struct Run<'s> {
+struct Run<'s, 'a> {
     limits: BatchLimits,
-    received_at_ms: i64,
+    arrival: Arrival<'a>,
     scratch: &'s mut PayloadScratch,
     start: usize,
     invalid: usize,
     details: Vec<EventError>,
 }
 
-impl Run<'_> {
+impl Run<'_, '_> {
     fn json<'de, B: EncodeBuf>(
         &mut self,
         body: &'de mut [u8],
@@ -242,7 +262,7 @@ impl Run<'_> {
     ) {
         let mut ctx = ValidateContext {
             limits: self.limits.event,
-            received_at_ms: self.received_at_ms,
+            arrival: self.arrival,
             scratch: self.scratch,
         };
         match validate_event(nodes, at, &mut ctx, out) {
@@ -296,7 +316,7 @@ mod tests {
         let mut input = body.as_bytes().to_vec();
         let mut out = b"prefix".to_vec();
         let mut batch = EncodedBatch::default();
-        let result = parser.parse(&mut input, format, 1_000, &mut out, &mut batch);
+        let result = parser.parse(&mut input, format, Arrival::at(1_000), &mut out, &mut batch);
         if result.is_err() {
             assert_eq!(out, b"prefix", "a refused body leaves the output untouched");
         }

@@ -12,5 +12,7 @@ mod numbers;
 mod timestamp;
 mod validate;
 
-pub use batch::{BatchError, BatchLimits, BatchParser, BodyFormat, EncodedBatch, EventError};
+pub use batch::{
+    Arrival, BatchError, BatchLimits, BatchParser, BodyFormat, EncodedBatch, EventError,
+};
 pub use validate::{cut_at_char_boundary, EventLimits};

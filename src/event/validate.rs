@@ -77,9 +77,9 @@ impl FieldError {
 }
 
 /// Everything validation needs besides the event itself.
-pub struct ValidateContext<'s> {
+pub struct ValidateContext<'s, 'a> {
     pub limits: EventLimits,
-    pub received_at_ms: i64,
+    pub arrival: super::Arrival<'a>,
     pub scratch: &'s mut PayloadScratch,
 }
 
@@ -88,7 +88,7 @@ pub struct ValidateContext<'s> {
 pub fn validate_event<B: EncodeBuf>(
     nodes: &[Node<'_>],
     at: usize,
-    ctx: &mut ValidateContext<'_>,
+    ctx: &mut ValidateContext<'_, '_>,
     out: &mut B,
 ) -> Result<(), FieldError> {
     let Node::Object { len, .. } = nodes[at] else {
@@ -151,8 +151,9 @@ pub fn validate_event<B: EncodeBuf>(
         user_id: user_id.ok_or_else(|| missing("user_id"))?,
         event_type: event_type.ok_or_else(|| missing("event_type"))?,
         event_time_ms: event_time.ok_or_else(|| missing("event_time"))?,
-        event_id: event_id.unwrap_or_else(|| super::ids::generated_id(ctx.received_at_ms)),
-        received_at_ms: ctx.received_at_ms,
+        event_id: event_id.unwrap_or_else(|| super::ids::generated_id(ctx.arrival.received_at_ms)),
+        received_at_ms: ctx.arrival.received_at_ms,
+        source: ctx.arrival.source,
     };
 
     let start = out.len();

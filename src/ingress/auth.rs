@@ -66,6 +66,9 @@ pub enum KeysError {
 /// Shortest secret accepted: a key is a bearer credential, guessable if short.
 const MIN_KEY_BYTES: usize = 16;
 
+/// Longest key name: the name is stored with each event as its source.
+const MAX_NAME_BYTES: usize = crate::encoded::MAX_SOURCE_BYTES;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysFile {
@@ -198,6 +201,12 @@ impl ApiKeys {
             let name = entry.name.trim();
             if name.is_empty() {
                 return Err(invalid("a key has an empty name".into()));
+            }
+            // The name is stored with every event the key posts (one length byte).
+            if name.len() > MAX_NAME_BYTES {
+                return Err(invalid(format!(
+                    "the name {name:?} is longer than {MAX_NAME_BYTES} bytes"
+                )));
             }
             if !names.insert(name.to_owned()) {
                 return Err(invalid(format!("the name {name:?} is used twice")));

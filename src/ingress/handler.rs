@@ -27,7 +27,7 @@ use crate::admission::{
     self, Admission, BodyBudget, BodyCharge, EdgeState, OverflowAvailable, SpillPlan,
     UnavailableCause,
 };
-use crate::event::{BatchError, BatchParser, BodyFormat, EncodedBatch};
+use crate::event::{Arrival, BatchError, BatchParser, BodyFormat, EncodedBatch};
 use crate::log::ShardLog;
 use crate::observe::{self, Registry};
 use crate::overflow::{HotKeys, OverflowProducer, ShardOverflow};
@@ -599,10 +599,14 @@ fn parse_and_admit(
         encode_buf.reserve(ENCODE_CHUNK.max(body.len() + 1024));
     }
     let mut batch = ctx.batch.borrow_mut();
-    let parsed =
-        ctx.parser
-            .borrow_mut()
-            .parse(body, format, received_at_ms, &mut *encode_buf, &mut batch);
+    let arrival = Arrival {
+        received_at_ms,
+        source: key.map_or("", |key| &key.name),
+    };
+    let parsed = ctx
+        .parser
+        .borrow_mut()
+        .parse(body, format, arrival, &mut *encode_buf, &mut batch);
     if let Err(err) = parsed {
         let why = match &err {
             BatchError::Malformed { .. } => RequestRejection::MalformedJson,

@@ -635,6 +635,48 @@ fn query(state: &Shared, session: &mut Session, reader: &mut Reader) -> Outcome 
                 result::schema_change(&keyspace, Some(&name))
             }
         }
+        Statement::AddColumn {
+            keyspace,
+            table,
+            column,
+        } => {
+            let Some(keyspace) = in_keyspace(keyspace) else {
+                return Ok((
+                    Opcode::Error,
+                    result::error(ErrorCode::Invalid, "no keyspace given"),
+                ));
+            };
+            let Some(def) = s
+                .cluster
+                .tables
+                .iter_mut()
+                .find(|t| t.keyspace == keyspace && t.name == table)
+            else {
+                return Ok((
+                    Opcode::Error,
+                    result::error(
+                        ErrorCode::Invalid,
+                        &format!("unconfigured table {keyspace}.{table}"),
+                    ),
+                ));
+            };
+            if def.columns.iter().any(|(name, _)| *name == column.0) {
+                // ScyllaDB's words for it.
+                return Ok((
+                    Opcode::Error,
+                    result::error(
+                        ErrorCode::Invalid,
+                        &format!(
+                            "Invalid column name {} because it conflicts with an existing column",
+                            column.0
+                        ),
+                    ),
+                ));
+            }
+            def.columns.push(column);
+            s.cluster.schema_changed();
+            result::schema_change(&keyspace, Some(&table))
+        }
         Statement::Insert { .. } => {
             return Ok((
                 Opcode::Error,

@@ -1,5 +1,6 @@
 //! Just enough CQL to serve a driver and tidegate: SELECT from tables, USE, CREATE KEYSPACE,
-//! CREATE TABLE and INSERT with bind markers. Anything else is refused with a syntax error
+//! CREATE TABLE, ALTER TABLE … ADD (tidegate's schema migrations) and INSERT with bind
+//! markers. Anything else is refused with a syntax error
 //! that names the statement, so a gap in the fixture is obvious rather than silent.
 
 use crate::result::ColumnType;
@@ -30,6 +31,12 @@ pub enum Statement {
         keyspace: Option<String>,
         table: String,
         columns: Vec<String>,
+    },
+    /// `ALTER TABLE t ADD column type`: one regular column.
+    AddColumn {
+        keyspace: Option<String>,
+        table: String,
+        column: (String, ColumnType),
     },
 }
 
@@ -206,6 +213,23 @@ pub fn parse(cql: &str) -> Result<Statement, String> {
             clustering_key,
         });
     }
+    if lower.starts_with("alter table") {
+        let words: Vec<&str> = text[11..].split_whitespace().collect();
+        let [name, add, column, ty_text] = words[..] else {
+            return Err(unsupported());
+        };
+        if !add.eq_ignore_ascii_case("add") {
+            return Err(unsupported());
+        }
+        let (keyspace, table) = qualified(name);
+        let ty = ColumnType::parse(ty_text)
+            .ok_or_else(|| format!("the CQL test node has no type {ty_text}"))?;
+        return Ok(Statement::AddColumn {
+            keyspace,
+            table,
+            column: (ident(column), ty),
+        });
+    }
     if lower.starts_with("insert into") {
         let open = text.find('(').ok_or_else(unsupported)?;
         let (keyspace, table) = qualified(text[11..open].trim());
@@ -295,6 +319,15 @@ mod tests {
                 columns: vec!["user_id".into(), "event_time".into()],
             }
         );
+        assert_eq!(
+            parse("ALTER TABLE tidegate.events ADD source text").unwrap(),
+            Statement::AddColumn {
+                keyspace: Some("tidegate".into()),
+                table: "events".into(),
+                column: ("source".into(), ColumnType::Text),
+            }
+        );
+        assert!(parse("ALTER TABLE t DROP source").is_err());
         assert!(parse("DROP TABLE x").unwrap_err().contains("DROP TABLE x"));
     }
 }

@@ -19,7 +19,7 @@ use scylla::policies::load_balancing::{NodeIdentifier, SingleTargetLoadBalancing
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
-use scylla::value::CqlTimestamp;
+use scylla::value::{CqlTimestamp, MaybeUnset};
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -80,7 +80,10 @@ pub struct JobOutcome {
 pub enum DispatchError {
     #[error(transparent)]
     Connect(#[from] super::session::ConnectError),
-    #[error("cannot prepare the insert statement: {0}")]
+    #[error(
+        "cannot prepare the insert statement: {0} (a table made by an older tidegate lacks \
+         columns it now writes: `tidegate schema apply` adds them)"
+    )]
     Prepare(#[source] scylla::errors::PrepareError),
     #[error("cannot start the driver's runtime: {0}")]
     Runtime(#[source] std::io::Error),
@@ -392,6 +395,12 @@ async fn execute_with_retries(
             view.event_type,
             view.payload,
             CqlTimestamp(view.received_at_ms),
+            // Unset, not null, without a source: a null would write a tombstone per row.
+            if view.source.is_empty() {
+                MaybeUnset::Unset
+            } else {
+                MaybeUnset::Set(view.source)
+            },
         ));
     }
     cql.set_consistency(consistency);

@@ -139,6 +139,7 @@ mod tests {
                 event_time_ms: 1,
                 event_id: uuid::Uuid::from_u128(n),
                 received_at_ms: 2,
+                source: "",
             },
             |o: &mut Vec<u8>| o.extend_from_slice(b"{\"k\":1}"),
         );

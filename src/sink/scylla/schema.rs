@@ -63,7 +63,7 @@ impl SchemaConfig {
             format!(
                 "CREATE TABLE IF NOT EXISTS {}.{} (\
                  user_id text, event_time timestamp, event_id uuid, event_type text, \
-                 payload text, received_at timestamp, \
+                 payload text, received_at timestamp, source text, \
                  PRIMARY KEY ((user_id), event_time, event_id)) \
                  WITH CLUSTERING ORDER BY (event_time DESC, event_id ASC) \
                  AND default_time_to_live = {}",
@@ -74,11 +74,24 @@ impl SchemaConfig {
         ]
     }
 
+    /// Columns added since the table was first published, each with the statement that
+    /// adds it to a table made before: `schema apply` runs those a table lacks.
+    pub fn migrations(&self) -> Vec<(&'static str, String)> {
+        vec![(
+            "source",
+            format!(
+                "ALTER TABLE {}.{} ADD source text",
+                self.keyspace, self.table
+            ),
+        )]
+    }
+
     /// The prepared INSERT the sink binds each event to.
     pub fn insert(&self) -> String {
         format!(
-            "INSERT INTO {}.{} (user_id, event_time, event_id, event_type, payload, received_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO {}.{} \
+             (user_id, event_time, event_id, event_type, payload, received_at, source) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
             self.keyspace, self.table
         )
     }
@@ -119,6 +132,21 @@ mod tests {
         assert!(config
             .insert()
             .starts_with("INSERT INTO tidegate.events (user_id"));
+        // Every column a migration adds is in the table as created and in the insert.
+        for (column, alter) in config.migrations() {
+            assert!(
+                statements[1].contains(&format!(" {column} text")),
+                "{column}"
+            );
+            assert!(
+                config.insert().contains(&format!(", {column})")),
+                "{column}"
+            );
+            assert_eq!(
+                alter,
+                format!("ALTER TABLE tidegate.events ADD {column} text")
+            );
+        }
         let bad = SchemaConfig {
             keyspace: "x; DROP".into(),
             ..SchemaConfig::default()

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use tidegate::encoded::EventView;
-use tidegate::event::{BatchLimits, BatchParser, BodyFormat, EncodedBatch};
+use tidegate::event::{Arrival, BatchLimits, BatchParser, BodyFormat, EncodedBatch};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
     let original = body.clone();
     let mut out = Vec::new();
     let mut batch = EncodedBatch::default();
-    match parser.parse(&mut body, format, 0, &mut out, &mut batch) {
+    match parser.parse(&mut body, format, Arrival::at(0), &mut out, &mut batch) {
         Ok(()) => {
             let mut start = 0;
             for &end in &batch.ends {
