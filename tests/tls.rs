@@ -230,6 +230,34 @@ fn sighup_reloads_the_certificate_without_dropping_connections() {
     assert_eq!(post(&mut after, 3), 202);
 }
 
+/// Back-pressure holds through TLS: a client that pipelines requests without reading the
+/// answers is no longer read once the (bounded) unsent responses fill up, rather than
+/// having them pile up in rustls' buffers.
+#[test]
+fn a_client_pipelining_over_tls_without_reading_cannot_grow_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = make_certificate(dir.path(), "edge", false);
+    let server = start_tls(dir.path(), "edge", &[]);
+    let before = server.rss_kib();
+    let mut conn = try_connect(server.addr, &cert.der, &[b"http/1.1"]).unwrap();
+    conn.sock
+        .set_write_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let burst = encode_request("GET", "/health", &[], b"").repeat(1000);
+    let mut sent = 0usize;
+    while sent < 64 << 20 {
+        match conn.write(&burst) {
+            Ok(n) => sent += n,
+            Err(_) => break, // the server stopped reading: the write timed out
+        }
+    }
+    let grown_kib = server.rss_kib().saturating_sub(before);
+    assert!(sent < 64 << 20, "the server never stopped reading");
+    assert!(grown_kib < 16 * 1024, "RSS grew {grown_kib} KiB");
+    let mut fresh = connect(server.addr, &cert.der);
+    assert_eq!(exchange(&mut fresh, "GET", "/health", &[], b"").status, 200);
+}
+
 /// Bad or expired files fail the start, naming the file.
 #[test]
 fn an_expired_or_unreadable_certificate_fails_the_start_with_a_clear_message() {

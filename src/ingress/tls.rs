@@ -77,6 +77,9 @@ pub enum TlsError {
     },
 }
 
+/// Most plaintext rustls holds per connection for records the socket has not taken.
+const UNSENT_TLS_LIMIT: usize = 16 * 1024;
+
 /// What is known of the certificate in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Validity {
@@ -169,7 +172,14 @@ impl ServerTls {
                 _ => return (HandshakeOutcome::Failed, Handshake::Closed),
             }
             match acceptor.accept(stream).await {
-                Ok(tls) => (HandshakeOutcome::Completed, Handshake::Done(Box::new(tls))),
+                Ok(mut tls) => {
+                    // rustls would buffer up to 64 KiB of unsent records per connection;
+                    // one record's worth keeps a client that does not read to the bound
+                    // the README's memory formula states, and hyper's own write buffer
+                    // already batches responses.
+                    tls.get_mut().1.set_buffer_limit(Some(UNSENT_TLS_LIMIT));
+                    (HandshakeOutcome::Completed, Handshake::Done(Box::new(tls)))
+                }
                 Err(err) => {
                     tracing::debug!(error = %err, "TLS handshake failed");
                     (HandshakeOutcome::Failed, Handshake::Closed)
