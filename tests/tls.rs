@@ -244,13 +244,7 @@ fn a_client_pipelining_over_tls_without_reading_cannot_grow_memory() {
         .set_write_timeout(Some(Duration::from_secs(2)))
         .unwrap();
     let burst = encode_request("GET", "/health", &[], b"").repeat(1000);
-    let mut sent = 0usize;
-    while sent < 64 << 20 {
-        match conn.write(&burst) {
-            Ok(n) => sent += n,
-            Err(_) => break, // the server stopped reading: the write timed out
-        }
-    }
+    let sent = support::write_until_refused(&mut conn, &burst, 64 << 20);
     let grown_kib = server.rss_kib().saturating_sub(before);
     assert!(sent < 64 << 20, "the server never stopped reading");
     assert!(grown_kib < 16 * 1024, "RSS grew {grown_kib} KiB");

@@ -222,6 +222,20 @@ impl Response {
     }
 }
 
+/// Writes `burst` again and again without reading, until a write fails (with a write
+/// timeout set: the server stopped reading) or `limit` bytes went out; returns the bytes
+/// sent. What a client that pipelines without reading does.
+pub fn write_until_refused(stream: &mut impl Write, burst: &[u8], limit: usize) -> usize {
+    let mut sent = 0usize;
+    while sent < limit {
+        match stream.write(burst) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    sent
+}
+
 /// Sends one request on a new connection and reads the response.
 pub fn request(
     addr: SocketAddr,
