@@ -752,4 +752,23 @@ fn an_older_table_gets_the_source_column_and_keyed_events_fill_it() {
         .find(|row| row["event_id"] == id.as_str())
         .expect("the event is stored");
     assert_eq!(row["source"], "ios-app", "{row}");
+
+    // What an event lacks is bound unset, never null: on ScyllaDB a null is a tombstone.
+    let server = support::Server::start_with_env(
+        &["--shards", "1", "--sink", "scylla"],
+        &[("TIDEGATE_SCYLLA_CONTACT_POINTS", contact.as_str())],
+    );
+    let bare = support::uuid(95, 2);
+    let body = format!(
+        r#"{{"user_id":"user-2","event_type":"open","event_time":1700000000000,"event_id":"{bare}"}}"#
+    );
+    assert_eq!(server.post_json(&body).status, 202);
+    wait_drained(&server);
+    let rows = node.control("rows");
+    let row = rows
+        .iter()
+        .find(|row| row["event_id"] == bare.as_str())
+        .unwrap();
+    assert!(row["payload"].is_null() && row["source"].is_null(), "{row}");
+    assert_eq!(node.control("summary")[0]["null_values"], 0);
 }

@@ -4,8 +4,10 @@
 //! - `rows`: every stored row as one JSON object per line.
 //! - `writes`: every write request: receiving node and shard, and each row's token with the
 //!   node and shard that own it.
-//! - `summary`: `{"rows": N, "writes": N, "misrouted_writes": N}`; a write is misrouted if
-//!   any of its rows is owned by another node or shard than the one that received it.
+//! - `summary`: `{"rows": N, "writes": N, "misrouted_writes": N, "null_values": N}`; a
+//!   write is misrouted if any of its rows is owned by another node or shard than the one
+//!   that received it; `null_values` counts values bound as null rather than unset (each a
+//!   tombstone on ScyllaDB).
 //! - `forget-writes`: clear the recorded writes (rows stay), e.g. after a warm-up.
 //! - `fault NODE latency MS`, `fault NODE overloaded on|off`, `fault NODE timeout on|off`,
 //!   `fault NODE invalid on|off`, `fault NODE stall on|off`, `fault NODE down on|off`,
@@ -123,9 +125,10 @@ fn command(state: &Shared, line: &str) -> String {
                 })
                 .count();
             out.push_str(&format!(
-                "{{\"rows\":{},\"writes\":{},\"misrouted_writes\":{misrouted}}}\n",
+                "{{\"rows\":{},\"writes\":{},\"misrouted_writes\":{misrouted},\"null_values\":{}}}\n",
                 s.rows.len(),
-                s.writes.len()
+                s.writes.len(),
+                crate::NULL_VALUES.load(std::sync::atomic::Ordering::Relaxed)
             ));
         }
         ["forget-writes"] => s.writes.clear(),

@@ -157,14 +157,16 @@ impl Reader {
         self.utf8(len, "[long string]")
     }
 
-    /// `[bytes]`: `None` for a null value (negative length).
-    pub fn bytes(&mut self) -> Result<Option<Bytes>, FrameError> {
+    /// `[value]`: `[bytes]`, `None` for a negative length, also saying whether an absent
+    /// value was bound as null (-1, which ScyllaDB stores as a tombstone) rather than
+    /// unset (-2, nothing written).
+    pub fn value(&mut self) -> Result<(Option<Bytes>, bool), FrameError> {
         let len = self.int()?;
         if len < 0 {
-            return Ok(None);
+            return Ok((None, len == -1));
         }
-        self.need(len as usize, "[bytes]")?;
-        Ok(Some(self.body.split_to(len as usize)))
+        self.need(len as usize, "[value]")?;
+        Ok((Some(self.body.split_to(len as usize)), false))
     }
 
     pub fn short_bytes(&mut self) -> Result<Bytes, FrameError> {
@@ -273,13 +275,16 @@ mod tests {
             .string("héllo")
             .bytes(Some(b"xy"))
             .bytes(None)
+            .int(-2)
             .short_bytes(b"id");
         let mut r = Reader::new(w.buf.freeze());
         assert_eq!(r.short().unwrap(), 3);
         assert_eq!(r.int().unwrap(), -5);
         assert_eq!(r.string().unwrap(), "héllo");
-        assert_eq!(r.bytes().unwrap().as_deref(), Some(&b"xy"[..]));
-        assert_eq!(r.bytes().unwrap(), None);
+        let (set, _) = r.value().unwrap();
+        assert_eq!(set.as_deref(), Some(&b"xy"[..]));
+        assert_eq!(r.value().unwrap(), (None, true), "null");
+        assert_eq!(r.value().unwrap(), (None, false), "unset");
         assert_eq!(&r.short_bytes().unwrap()[..], b"id");
         assert_eq!(r.short(), Err(FrameError::Short("[short]")));
     }

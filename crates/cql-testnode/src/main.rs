@@ -806,10 +806,20 @@ fn prepare(state: &Shared, session: &mut Session, reader: &mut Reader) -> Outcom
     ))
 }
 
+/// Values bound as null (not unset) in executed statements, for the `summary` command: on
+/// ScyllaDB each is a tombstone.
+pub static NULL_VALUES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Reads `count` bound values.
 fn values(reader: &mut Reader, count: usize) -> Result<Vec<Option<Bytes>>, String> {
     (0..count)
-        .map(|_| reader.bytes().map_err(|e| e.to_string()))
+        .map(|_| {
+            let (value, null) = reader.value().map_err(|e| e.to_string())?;
+            if null {
+                NULL_VALUES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(value)
+        })
         .collect()
 }
 

@@ -393,9 +393,9 @@ async fn execute_with_retries(
             CqlTimestamp(view.event_time_ms),
             view.event_id,
             view.event_type,
-            view.payload,
+            // Unset, not null, when absent: a null writes a tombstone per row.
+            view.payload.map_or(MaybeUnset::Unset, MaybeUnset::Set),
             CqlTimestamp(view.received_at_ms),
-            // Unset, not null, without a source: a null would write a tombstone per row.
             if view.source.is_empty() {
                 MaybeUnset::Unset
             } else {
