@@ -16,8 +16,10 @@
 //! their buffers are bounded by the per-request limits alone.
 
 use std::io::Read;
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use glommio::timer::Timer;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -127,13 +129,31 @@ pub async fn read_limited(
         None => charge.cover(into.capacity())?,
     }
     let started = Instant::now();
+    // One timer per body, armed only when a frame is not already there: a timer costs an
+    // allocation, a registration and a reactor insert and removal (about 1,000
+    // instructions each time under callgrind).
+    let mut timer: Option<Timer> = None;
     loop {
         let deadline = timeout.deadline(started, into.len() as u64);
-        let next = futures_lite::future::or(async { Some(body.frame().await) }, async {
-            glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
-            None
-        })
-        .await;
+        let mut frame = pin!(body.frame());
+        let next = match futures_lite::future::poll_once(frame.as_mut()).await {
+            Some(ready) => Some(ready),
+            None => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                let timer = match &mut timer {
+                    Some(timer) => {
+                        timer.reset(wait);
+                        timer
+                    }
+                    None => timer.insert(Timer::new(wait)),
+                };
+                futures_lite::future::or(async { Some(frame.await) }, async {
+                    timer.await;
+                    None
+                })
+                .await
+            }
+        };
         let Some(frame) = next.ok_or(BodyError::TimedOut)? else {
             return Ok(());
         };
