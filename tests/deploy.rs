@@ -75,14 +75,23 @@ fn the_systemd_unit_verifies() {
 
 #[test]
 fn the_alert_rules_pass_promtool() {
-    let out = tool("promtool")
+    let out = promtool_check_rules(&repo("deploy/prometheus/alerts.yml"));
+    assert_succeeded("promtool check rules", &out);
+}
+
+fn promtool_check_rules(path: &Path) -> std::process::Output {
+    tool("promtool")
         .args(["check", "rules"])
-        .arg(repo("deploy/prometheus/alerts.yml"))
+        .arg(path)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Fails with what the tool printed unless it exited 0.
+fn assert_succeeded(what: &str, out: &std::process::Output) {
     assert!(
         out.status.success(),
-        "promtool check rules: {}{}",
+        "{what}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -127,12 +136,7 @@ fn a_live_scrape_passes_promtool_check_metrics() {
     use std::io::Write as _;
     check.stdin.take().unwrap().write_all(&scrape.body).unwrap();
     let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded("promtool check metrics", &out);
 }
 
 /// `Type=notify`: READY=1 only once the server serves, RELOADING=1 then READY=1 around a
@@ -273,15 +277,6 @@ fn the_alerts_and_the_dashboard_use_real_metrics_and_valid_queries() {
         format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
     )
     .unwrap();
-    let out = tool("promtool")
-        .args(["check", "rules"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "a dashboard query is not valid PromQL: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = promtool_check_rules(&path);
+    assert_succeeded("a dashboard query is not valid PromQL", &out);
 }
