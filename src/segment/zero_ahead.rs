@@ -22,7 +22,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use event_listener::Event;
-use glommio::io::DmaFile;
+use glommio::io::{DmaBuffer, DmaFile};
 use glommio::Task;
 
 /// The zeros of one open segment, and the task writing them.
@@ -106,6 +106,9 @@ impl ZeroAhead {
 }
 
 async fn write_zeros(shared: Rc<Shared>) {
+    // One chunk of zeros serves every write: a fresh buffer per chunk cost a 1 MiB
+    // allocation and memset for each MiB of log, as much memory traffic as the records.
+    let mut full_chunk: Option<Rc<DmaBuffer>> = None;
     loop {
         loop {
             let moved = shared.records_moved.listen();
@@ -120,10 +123,16 @@ async fn write_zeros(shared: Rc<Shared>) {
         }
         let start = shared.prepared.get();
         let len = shared.chunk.min(shared.limit - start) as usize;
-        let mut zeros = shared.file.alloc_dma_buffer(len);
-        zeros.as_bytes_mut().fill(0);
+        let zeros = if len as u64 == shared.chunk {
+            full_chunk
+                .get_or_insert_with(|| Rc::new(zeroed_buffer(&shared.file, len)))
+                .clone()
+        } else {
+            // The segment's last, shorter chunk.
+            Rc::new(zeroed_buffer(&shared.file, len))
+        };
         shared.zeroing_from.set(Some(start));
-        let written = shared.file.write_at(zeros, start).await;
+        let written = shared.file.write_rc_at(zeros, start).await;
         shared.zeroing_from.set(None);
         let ok = matches!(written, Ok(n) if n == len);
         if ok {
@@ -138,6 +147,12 @@ async fn write_zeros(shared: Rc<Shared>) {
             return;
         }
     }
+}
+
+fn zeroed_buffer(file: &DmaFile, len: usize) -> DmaBuffer {
+    let mut buffer = file.alloc_dma_buffer(len);
+    buffer.as_bytes_mut().fill(0);
+    buffer
 }
 
 #[cfg(test)]
