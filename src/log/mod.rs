@@ -36,7 +36,7 @@ use thiserror::Error;
 
 use crate::observe::{self, Collector, DescriptorEncoder, Histogram};
 use crate::ring::ShardRing;
-use crate::segment::{append_record, framed_len, SegmentError, SegmentWriter};
+use crate::segment::{framed_len, Gathered, SegmentError, SegmentWriter};
 use crate::writer::{BatchPolicy, BatchSource};
 
 pub use recovery::{recover, Recovered};
@@ -123,7 +123,7 @@ impl LogStats {
 /// One group of requests that share a write and a sync.
 #[derive(Default)]
 struct Group {
-    framed: Vec<u8>,
+    framed: Gathered,
     events: u64,
 }
 
@@ -241,7 +241,7 @@ impl ShardLog {
             let mut group = self.gathering.borrow_mut();
             let offset = group.framed.len() as u64;
             for event in events {
-                append_record(&mut group.framed, event);
+                group.framed.append_record(event);
                 events_in_request += 1;
             }
             group.events += events_in_request;
@@ -576,14 +576,15 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
         // small group now and another right after. No wait when nothing else is runnable.
         futures_lite::future::yield_now().await;
         // The next group starts with room for about as much as this one: grown from nothing
-        // by doubling, its buffer cost as much copying again as the records themselves.
+        // by doubling, its buffer cost as much copying again as the records themselves. It
+        // is gathered where its write will read it, after this group's write.
         let group = {
             let mut gathering = log.gathering.borrow_mut();
-            let room = gathering.framed.len() + gathering.framed.len() / 4;
+            let taken = gathering.framed.len();
             std::mem::replace(
                 &mut *gathering,
                 Group {
-                    framed: Vec::with_capacity(room),
+                    framed: segments.gather_next(taken, taken + taken / 4),
                     events: 0,
                 },
             )
@@ -598,7 +599,7 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
         let bytes = group.framed.len() as u64;
         let before = segments.position();
         let result = async {
-            segments.append_framed(group.framed).await?;
+            segments.append_gathered(group.framed).await?;
             let start = segments.position();
             segments.sync().await?;
             #[cfg(feature = "test-hooks")]
@@ -631,7 +632,7 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
                 tracing::error!(log = %dir.display(), error = %err, events = group.events, "write-ahead log write or sync failed; its requests get 503");
                 log.stats.sync_failures.fetch_add(1, Relaxed);
                 log.failed_generations.borrow_mut().insert(generation);
-                // A rotation inside append_framed may have moved to a new segment first.
+                // A rotation inside append_gathered may have moved to a new segment first.
                 let now = segments.position();
                 let keep = if now.0 == before.0 { before.1 } else { 0 };
                 if let Err(err) = segments.abandon_segment(keep).await {

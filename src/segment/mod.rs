@@ -8,14 +8,17 @@
 //!
 //! - [`record`]: how a record is framed, and the scanner that finds records in damaged bytes;
 //! - [`writer`]: appending batches to a directory's segments, rotating and syncing them;
+//! - [`gather`]: records framed for one write where the write reads them;
 //! - [`zero_ahead`]: zeros kept written ahead of a direct segment's records;
 //! - [`reader`]: finding a directory's segments in order.
 
+mod gather;
 mod reader;
 mod record;
 mod writer;
 mod zero_ahead;
 
+pub use gather::Gathered;
 pub use reader::segment_files;
 pub use record::{append_record, framed_len, Found, Scanner};
 pub use writer::{FsyncPolicy, SegmentError, SegmentSettings, SegmentWriter};

@@ -16,10 +16,23 @@ pub const MAX_PAYLOAD: usize = 64 << 20;
 
 /// Appends one framed record to `out`.
 pub fn append_record(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(&header(payload));
     out.extend_from_slice(payload);
+}
+
+/// Frames one record into `out`, which is exactly [`framed_len`] of the payload long.
+pub fn frame_into(out: &mut [u8], payload: &[u8]) {
+    let (head, body) = out.split_at_mut(HEADER_LEN);
+    head.copy_from_slice(&header(payload));
+    body.copy_from_slice(payload);
+}
+
+fn header(payload: &[u8]) -> [u8; HEADER_LEN] {
+    let mut header = [0; HEADER_LEN];
+    header[..4].copy_from_slice(&MAGIC);
+    header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    header[8..].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    header
 }
 
 /// The number of bytes [`append_record`] writes for a payload of `len` bytes.
