@@ -772,3 +772,120 @@ fn an_older_table_gets_the_source_column_and_keyed_events_fill_it() {
     assert!(row["payload"].is_null() && row["source"].is_null(), "{row}");
     assert_eq!(node.control("summary")[0]["null_values"], 0);
 }
+
+/// A keep-alive connection to tidegate, and the shard that serves it.
+struct ShardConnection {
+    stream: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl ShardConnection {
+    fn post(&mut self, body: &str) -> u16 {
+        use std::io::Write as _;
+        let headers = [("content-type", "application/json")];
+        self.stream
+            .write_all(&support::encode_request(
+                "POST",
+                "/v1/events",
+                &headers,
+                body.as_bytes(),
+            ))
+            .unwrap();
+        support::read_response(&mut self.reader)
+            .expect("a response")
+            .status
+    }
+}
+
+/// One keep-alive connection served by each of the server's two shards (SO_REUSEPORT picks
+/// the shard; connections are opened until both are covered), each with one event posted.
+fn one_connection_per_shard(
+    server: &support::Server,
+    event: impl Fn(u64) -> String,
+) -> [ShardConnection; 2] {
+    let accepted = |shard: usize| {
+        let text = server.get("/metrics").text();
+        support::metric_with_label(
+            &text,
+            "tidegate_events_accepted_total",
+            &format!("shard=\"{shard}\""),
+        )
+    };
+    let mut found: [Option<ShardConnection>; 2] = [None, None];
+    for attempt in 0..200 {
+        if found.iter().all(Option::is_some) {
+            break;
+        }
+        let stream = std::net::TcpStream::connect(server.addr).unwrap();
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut connection = ShardConnection { stream, reader };
+        let before = [accepted(0), accepted(1)];
+        assert_eq!(connection.post(&event(attempt)), 202);
+        let shard = usize::from(accepted(1) > before[1]);
+        if found[shard].is_none() {
+            found[shard] = Some(connection);
+        }
+    }
+    found.map(|c| c.expect("a connection on each shard"))
+}
+
+/// One shard's writes waiting on a stalled node do not hold another shard's writes to a
+/// healthy node: the driver runs the shards' jobs side by side. (It used to run one job at
+/// a time for every shard, so a job waiting on a stalled node held all writes until it
+/// timed out.)
+#[test]
+fn a_stalled_node_holds_only_the_writes_it_owns() {
+    let node = TestNode::start(2, 1);
+    let contact = format!("127.0.0.1:{}", node.port);
+    node.apply_schema();
+    let server = support::Server::start_with_env(
+        &["--shards", "2", "--sink", "scylla"],
+        &[
+            ("TIDEGATE_SCYLLA_CONTACT_POINTS", &contact),
+            ("TIDEGATE_DURABILITY_ACK", "memory"),
+            ("TIDEGATE_SCYLLA_REQUEST_TIMEOUT_MS", "60000"),
+        ],
+    );
+    // Which node owns which user: from the write the node records for one event.
+    let mut owned_by: [Option<String>; 2] = [None, None];
+    for i in 0..100u64 {
+        if owned_by.iter().all(Option::is_some) {
+            break;
+        }
+        let user = format!("owner-{i}");
+        node.control("forget-writes");
+        let body = support::event(&user, &support::uuid(70, i));
+        assert_eq!(server.post_json(&body).status, 202);
+        wait_drained(&server);
+        let writes = node.control("writes");
+        let owner = writes[0]["rows"][0]["node"].as_u64().unwrap() as usize;
+        owned_by[owner].get_or_insert(user);
+    }
+    let [on_node_0, on_node_1] = owned_by.map(|u| u.expect("users owned by each node"));
+    let mut shards = one_connection_per_shard(&server, |n| {
+        support::event(&on_node_1, &support::uuid(71, n))
+    });
+    wait_drained(&server);
+
+    node.control("fault 0 stall on");
+    let held = support::uuid(72, 0);
+    assert_eq!(shards[0].post(&support::event(&on_node_0, &held)), 202);
+    // Shard 0's writer hands that event to the driver within its batch delay (10 ms); the
+    // driver's write to node 0 then waits on the stall.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let free = support::uuid(72, 1);
+    assert_eq!(shards[1].post(&support::event(&on_node_1, &free)), 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !node.stored_event_ids().contains(&free) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "shard 1's write to the healthy node waited behind shard 0's stalled one"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!node.stored_event_ids().contains(&held));
+
+    node.control("clear");
+    wait_drained(&server);
+    assert!(node.stored_event_ids().contains(&held));
+}

@@ -546,7 +546,10 @@ impl Config {
         SinkSettings {
             kind: self.sink.kind,
             spool: self.spool.clone(),
-            scylla: self.scylla.clone(),
+            scylla: ScyllaSettings {
+                driver_threads: self.scylla.driver_threads_for(self.shard_count()),
+                ..self.scylla.clone()
+            },
             schema: self.schema.clone(),
             spool_is_log: self.durability.is_durable(),
             #[cfg(feature = "test-hooks")]

@@ -2,10 +2,15 @@
 //!
 //! The scylla driver runs on tokio; tidegate's shards run on glommio. They meet here, once
 //! per writer batch: a shard routes and groups its events on its own core and sends one
-//! [`Job`] of ready-made shard batches over a channel; this thread executes them
+//! [`Job`] of ready-made shard batches over a channel; the driver's runtime executes them
 //! concurrently, each pinned to the node and shard that own its rows, with a bounded number
 //! in flight per target, retries transient failures with exponential backoff and jitter,
 //! and answers once. Per-event work never crosses the thread boundary.
+//!
+//! The runtime has `scylla.driver_threads` workers (by default one per four shards) sharing
+//! one session, so one set of connections: the driver's shard-aware pool keeps one
+//! connection per shard of each node, whatever the number of tidegate shards or driver
+//! threads. Jobs of different shards run side by side; a shard has one in flight.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -134,10 +139,15 @@ impl Dispatcher {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
         let (thread_settings, insert_cql) = (settings.clone(), schema.insert());
+        let threads = settings.driver_threads.max(1);
         std::thread::Builder::new()
             .name("tidegate-scylla".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
+                // This thread only hands jobs to the runtime's workers, which run the
+                // driver's connections and the batches.
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .thread_name("tidegate-scylla-driver")
                     .enable_all()
                     .build()
                 {
@@ -176,7 +186,7 @@ impl Dispatcher {
                         floor: settings.concurrency_floor,
                         ceiling: settings.concurrency_ceiling,
                     };
-                    executor.run(jobs_rx).await;
+                    Arc::new(executor).run(jobs_rx).await;
                 });
             })
             .map_err(DispatchError::Runtime)?;
@@ -315,60 +325,73 @@ enum Failure {
 }
 
 impl Executor {
-    async fn run(self, jobs: flume::Receiver<Job>) {
-        while let Ok(job) = jobs.recv_async().await {
-            let mut tasks = tokio::task::JoinSet::new();
-            for batch in job.batches {
-                let limit = self
-                    .stats
-                    .limits
-                    .lock()
-                    .unwrap()
-                    .entry((batch.host_id, batch.shard))
-                    .or_insert_with(|| Arc::new(AdaptiveLimit::new(self.floor, self.ceiling)))
-                    .clone();
-                let (session, insert, stats) = (
-                    self.session.clone(),
-                    self.insert.clone(),
-                    self.stats.clone(),
-                );
-                let (consistency, timeout) = (self.consistency, self.timeout);
-                tasks.spawn(async move {
-                    let result = execute_with_retries(
-                        &session,
-                        &insert,
-                        consistency,
-                        timeout,
-                        &batch,
-                        &stats,
-                        &limit,
-                    )
-                    .await;
-                    (batch.events, result)
-                });
+    /// Runs every job as it arrives: each shard has one job in flight at a time, and the
+    /// shards' jobs run side by side, so one shard's slow or stalled target never holds
+    /// another shard's writes. Returns once the shards are gone and their jobs answered.
+    async fn run(self: Arc<Self>, jobs: flume::Receiver<Job>) {
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                job = jobs.recv_async() => match job {
+                    Ok(job) => {
+                        running.spawn(self.clone().execute(job));
+                    }
+                    Err(_) => break,
+                },
+                Some(_) = running.join_next(), if !running.is_empty() => {}
             }
-            let mut outcome = JobOutcome::default();
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok((_, Ok(()))) => {}
-                    Ok((_, Err(Failure::Transient(error)))) => {
-                        outcome.transient_failures += 1;
-                        outcome.last_error = Some(error);
-                    }
-                    Ok((events, Err(Failure::Permanent(error)))) => {
-                        self.stats
-                            .rejected_rows
-                            .fetch_add(events.len() as u64, Relaxed);
-                        outcome.rejected.push((events, error));
-                    }
-                    Err(panic) => {
-                        outcome.transient_failures += 1;
-                        outcome.last_error = Some(format!("batch task failed: {panic}"));
-                    }
+        }
+        while running.join_next().await.is_some() {}
+    }
+
+    /// Executes one job's batches concurrently and answers it once.
+    async fn execute(self: Arc<Self>, job: Job) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for batch in job.batches {
+            let limit = self
+                .stats
+                .limits
+                .lock()
+                .unwrap()
+                .entry((batch.host_id, batch.shard))
+                .or_insert_with(|| Arc::new(AdaptiveLimit::new(self.floor, self.ceiling)))
+                .clone();
+            let executor = self.clone();
+            tasks.spawn(async move {
+                let result = execute_with_retries(
+                    &executor.session,
+                    &executor.insert,
+                    executor.consistency,
+                    executor.timeout,
+                    &batch,
+                    &executor.stats,
+                    &limit,
+                )
+                .await;
+                (batch.events, result)
+            });
+        }
+        let mut outcome = JobOutcome::default();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((_, Ok(()))) => {}
+                Ok((_, Err(Failure::Transient(error)))) => {
+                    outcome.transient_failures += 1;
+                    outcome.last_error = Some(error);
+                }
+                Ok((events, Err(Failure::Permanent(error)))) => {
+                    self.stats
+                        .rejected_rows
+                        .fetch_add(events.len() as u64, Relaxed);
+                    outcome.rejected.push((events, error));
+                }
+                Err(panic) => {
+                    outcome.transient_failures += 1;
+                    outcome.last_error = Some(format!("batch task failed: {panic}"));
                 }
             }
-            let _ = job.reply.send(outcome);
         }
+        let _ = job.reply.send(outcome);
     }
 }
 

@@ -47,6 +47,9 @@ pub struct ScyllaSettings {
     pub concurrency_floor: usize,
     /// ...and never more than this.
     pub concurrency_ceiling: usize,
+    /// Threads that run the driver (its connections and the CQL batches the shards hand
+    /// over). 0: one per four shards, at least one.
+    pub driver_threads: usize,
 }
 
 impl Default for ScyllaSettings {
@@ -61,11 +64,25 @@ impl Default for ScyllaSettings {
             metadata_refresh_ms: 60_000,
             concurrency_floor: 1,
             concurrency_ceiling: 64,
+            driver_threads: 0,
         }
     }
 }
 
+/// Shards per driver thread when `driver_threads` is 0. One driver thread kept up with
+/// about 0.7 M rows/s here (1.4 µs of its CPU per row), a few shards' worth of 100-event
+/// traffic.
+const SHARDS_PER_DRIVER_THREAD: usize = 4;
+
 impl ScyllaSettings {
+    /// How many threads run the driver for `shards` shards.
+    pub fn driver_threads_for(&self, shards: usize) -> usize {
+        match self.driver_threads {
+            0 => shards.div_ceil(SHARDS_PER_DRIVER_THREAD).max(1),
+            n => n,
+        }
+    }
+
     /// The first rule these settings break, as (key, message).
     pub fn check(&self) -> Result<(), (&'static str, &'static str)> {
         if self.contact_points.is_empty() {
@@ -81,5 +98,24 @@ impl ScyllaSettings {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_threads_follow_the_shards_unless_set() {
+        let auto = ScyllaSettings::default();
+        assert_eq!(auto.driver_threads_for(1), 1);
+        assert_eq!(auto.driver_threads_for(4), 1);
+        assert_eq!(auto.driver_threads_for(5), 2);
+        assert_eq!(auto.driver_threads_for(64), 16);
+        let set = ScyllaSettings {
+            driver_threads: 3,
+            ..ScyllaSettings::default()
+        };
+        assert_eq!(set.driver_threads_for(64), 3);
     }
 }
