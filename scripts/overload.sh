@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Overload run: the sink is stalled, offered load far exceeds what can be taken.
 #
-#   scripts/overload.sh [SECONDS] [CONNECTIONS] [RING_MIB]
+#   [ACK=memory|durable] scripts/overload.sh [SECONDS] [CONNECTIONS] [RING_MIB]
 #
 # Starts tidegate (1 shard, spool sink stalled through the test-only gate, ring bounded to
 # RING_MIB MiB) on CPU 0, fills its ring, then drives wrk (100-event requests,
 # CONNECTIONS connections) on CPU 1 for SECONDS while sampling the server's RSS every
 # 100 ms. Once the ring is full every answer is a 503, so wrk's latency percentiles in
 # that phase are the 503 latencies. Reports the 503 share, their p50/p99, and peak RSS
-# against the configured buffer budget.
+# against the configured buffer budget. Acknowledgement is `memory` unless ACK says
+# otherwise: with the spool sink and durable acknowledgement the log is the store, and a
+# stalled sink fills nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -23,7 +25,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 touch "$work/stall"
 TIDEGATE_RING_CAPACITY_BYTES=$((ring_mib << 20)) TIDEGATE_RING_CAPACITY_EVENTS=10000000 \
   taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --data-dir "$work/data" \
-  --log-level error --test-stall-file "$work/stall" >"$work/out" 2>&1 &
+  --log-level error --ack "${ACK:-memory}" --test-stall-file "$work/stall" >"$work/out" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.05; done
 url=$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)
@@ -53,8 +55,8 @@ out="bench/results/overload-$(date -u +%Y%m%d-%H%M).md"
 {
   echo "# Overload run, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). tidegate (1 shard, spool sink stalled) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
-  echo "Command: \`scripts/overload.sh $seconds $connections $ring_mib\`"
+  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). tidegate (1 shard, spool sink stalled, ${ACK:-memory} acknowledgement) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
+  echo "Command: \`ACK=${ACK:-memory} scripts/overload.sh $seconds $connections $ring_mib\`"
   echo
   echo "| requests | requests/s | 503 share | 503 p50 | 503 p99 | ring filled (bytes) | RSS idle | RSS peak | ring budget |"
   echo "|---|---|---|---|---|---|---|---|---|"

@@ -123,7 +123,10 @@ fn a_stalled_sink_fills_the_ring_then_503_then_recovers() {
 }
 
 /// Once the ring cannot take even one event (and nothing else can), a request is refused
-/// from its head: the 503 comes before the body is sent, and the connection closes.
+/// from its head: the 503 comes before the body is sent. The body is then read and dropped
+/// and the connection carries the client's next request (as nginx discards a refused
+/// request's body), instead of costing a new connection per refusal. A client that waits
+/// for 100 Continue is not asked for its body: its connection closes.
 #[test]
 fn a_full_ring_refuses_a_request_before_its_body() {
     use std::io::{BufReader, Write};
@@ -151,20 +154,55 @@ fn a_full_ring_refuses_a_request_before_its_body() {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
     // The head only: a server that read the body first would wait here until its body
     // timeout (10 s), past the client's 5 s.
+    let body = format!("[{}]", vec![event("late", &uuid(21, 9)); 500].join(","));
     stream
         .write_all(
-            b"POST /v1/events HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
-              content-length: 100000\r\n\r\n",
+            format!(
+                "POST /v1/events HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+                 content-length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
         )
         .unwrap();
-    let answer = support::read_response(&mut BufReader::new(stream)).expect("an answer");
+    let answer = support::read_response(&mut reader).expect("an answer");
     assert_eq!(answer.status, 503);
     assert_eq!(answer.json()["cause"], "ring_full");
-    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.header("connection"), None);
     assert!(answer.header("retry-after").is_some());
-    assert_eq!(server.metric("tidegate_unavailable_total"), 1);
+    // The body, sent late, is dropped; the same connection then carries the retry.
+    stream.write_all(body.as_bytes()).unwrap();
+    stream
+        .write_all(&support::encode_request(
+            "POST",
+            "/v1/events",
+            &[("content-type", "application/json")],
+            event("retry", &uuid(21, 10)).as_bytes(),
+        ))
+        .unwrap();
+    let retry = support::read_response(&mut reader).expect("the retry's answer");
+    assert_eq!(retry.status, 503);
+    assert_eq!(retry.json()["cause"], "ring_full");
+    assert_eq!(server.metric("tidegate_unavailable_total"), 2);
+    assert_eq!(server.metric("tidegate_ring_events"), 2);
+
+    // Expect: 100-continue: refused without asking for the body, and the connection closes.
+    let mut waiting = std::net::TcpStream::connect(server.addr).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    waiting
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+              expect: 100-continue\r\ncontent-length: 100000\r\n\r\n",
+        )
+        .unwrap();
+    let answer = support::read_response(&mut BufReader::new(waiting)).expect("an answer");
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("connection"), Some("close"));
 }
 
 #[test]

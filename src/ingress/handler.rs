@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST};
 use hyper::{Method, Request, StatusCode, Version};
 
 use super::auth::{ApiKeys, Key};
@@ -460,14 +460,31 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>)
     }
 
     let refusal = admission::certain_refusal(
-        &ctx.ring.borrow_mut(),
+        &mut ctx.ring.borrow_mut(),
         ctx.ring.is_closing(),
         ctx.log.as_deref(),
         ctx.producer.is_some(),
     );
     if let Some(cause) = refusal {
-        // Before the body is read, so the connection closes after the answer.
-        return response::closing(unavailable(ctx, cause));
+        // Answered before the body is read. As nginx does with a refused request's body,
+        // the body is then read and dropped in the background, within the usual limit and
+        // deadline, so that the connection stays open for the client's retry: a new
+        // connection per refusal cost more than the refusal itself under overload. A client
+        // waiting for 100 Continue is not asked for its body: the connection closes.
+        let reply = unavailable(ctx, cause);
+        if req.headers().contains_key(EXPECT) {
+            return response::closing(reply);
+        }
+        if hyper::body::Body::is_end_stream(req.body()) {
+            return reply;
+        }
+        glommio::spawn_local(body::discard(
+            req.into_body(),
+            ctx.limits.max_body_bytes,
+            ctx.limits.body_timeout,
+        ))
+        .detach();
+        return reply;
     }
 
     let mut raw = ctx.take_buffer();
