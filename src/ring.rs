@@ -84,6 +84,8 @@ pub struct Ring {
     /// Room held for requests waiting on the write-ahead log's sync.
     reserved: RingCapacity,
     load: Arc<RingLoad>,
+    /// Set by admission when a request did not fit; admission decides when to clear it.
+    shedding: bool,
 }
 
 impl Ring {
@@ -108,6 +110,7 @@ impl Ring {
                 bytes: 0,
             },
             load,
+            shedding: false,
         }
     }
 
@@ -130,6 +133,16 @@ impl Ring {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Whether admission is refusing requests until the ring drains (see
+    /// `admission::certain_refusal`).
+    pub fn is_shedding(&self) -> bool {
+        self.shedding
+    }
+
+    pub fn set_shedding(&mut self, shedding: bool) {
+        self.shedding = shedding;
     }
 
     /// Whether `events` events of `bytes` bytes in total would fit now.

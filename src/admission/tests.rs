@@ -131,6 +131,35 @@ fn with_the_log_the_ring_is_a_cache_and_the_log_the_bound() {
     ));
 }
 
+/// In memory mode, a ring that refused a request refuses every request from its head until
+/// an eighth of it is free again, though a small request would fit sooner.
+#[test]
+fn a_ring_that_refused_sheds_load_until_an_eighth_is_free() {
+    let (chunk, ends) = request();
+    let ring = shard_ring(16);
+    let certain = || certain_refusal(&mut ring.borrow_mut(), false, None, false);
+    for _ in 0..7 {
+        admit(&mut ring.borrow_mut(), &chunk, &ends, false, None, None).unwrap();
+    }
+    // 14 of 16: room for the smallest event, not refused before the body.
+    assert_eq!(certain(), None);
+    admit(&mut ring.borrow_mut(), &chunk, &ends, false, None, None).unwrap();
+    // Full: this request does not fit, and the ring starts shedding.
+    assert_eq!(
+        admit(&mut ring.borrow_mut(), &chunk, &ends, false, None, None).unwrap_err(),
+        UnavailableCause::RingFull
+    );
+    assert_eq!(certain(), Some(UnavailableCause::RingFull));
+    // One event stored: room for one, but under an eighth free.
+    ring.consume(1);
+    assert_eq!(certain(), Some(UnavailableCause::RingFull));
+    // Two free of sixteen: requests are read again.
+    ring.consume(1);
+    assert_eq!(certain(), None);
+    ring.consume(1);
+    assert_eq!(certain(), None);
+}
+
 /// A refusal is certain before the body only when no body could be taken: the smallest
 /// event does not fit anywhere, or the shard is shutting down; never with an overflow.
 #[test]
@@ -138,7 +167,7 @@ fn a_refusal_is_certain_before_the_body_only_when_nothing_could_fit() {
     use crate::log::ShardLog;
     let (chunk, ends) = request();
     let certain = |ring: &ShardRing, log: Option<&ShardLog>, overflow: bool| {
-        certain_refusal(&ring.borrow_mut(), false, log, overflow)
+        certain_refusal(&mut ring.borrow_mut(), false, log, overflow)
     };
     // Memory mode: a ring with room for one event is not full, whatever the request.
     let ring = shard_ring(1);
@@ -158,7 +187,7 @@ fn a_refusal_is_certain_before_the_body_only_when_nothing_could_fit() {
     );
     assert_eq!(certain(&ring, None, true), None, "the overflow may take it");
     assert_eq!(
-        certain_refusal(&shard_ring(10).borrow_mut(), true, None, false),
+        certain_refusal(&mut shard_ring(10).borrow_mut(), true, None, false),
         Some(UnavailableCause::ShuttingDown)
     );
     // Durable mode: a full ring is not enough; the log must be full too.
