@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by callgrind: repeatable where timings are not.
 #
-#   [ACK=memory|durable] [KEYED=1] scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
+#   [ACK=memory|durable] [KEYED=1] [REFUSED=1] scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
 #
 # Starts BINARY (default target/release/tidegate) under callgrind with one shard and the
 # blackhole sink (or the baseline server, if BINARY is baseline-server), sends REQUESTS requests of bench/wrk/SCENARIO.lua's body on one
@@ -23,40 +23,12 @@ scenario=${2:-batch100}
 requests=${3:-2000}
 runs=${4:-5}
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
-count_once() {
-  local work; work=$(mktemp -d)
-  if [[ $(basename "$binary") == baseline-server ]]; then
-    args=(127.0.0.1:0)   # the same-run baseline: bench/baseline_server.rs
-  else
-    args=(--listen 127.0.0.1:0 --shards 1 --sink blackhole --log-level warn --data-dir "$work/data")
-    # ACK=memory or ACK=durable picks the acknowledgement (binaries before it had none).
-    [[ -n ${ACK:-} ]] && args+=(--ack "$ACK")
-  fi
-  # valgrind cannot follow glommio's direct writes through io_uring (the server never
-  # answers), so a durable count is of the log written through the page cache
-  # (DIRECT_IO=keep for binaries older than that setting).
-  local direct=()
-  [[ ${ACK:-} == durable && ${DIRECT_IO:-} != keep ]] && direct=(TIDEGATE_DURABILITY_DIRECT_IO=false)
-  # KEYED=1: API keys on, each request carrying one (X-Api-Key), with a rate it never meets.
-  if [[ -n ${KEYED:-} ]]; then
-    printf '[[key]]\nname = "bench"\nkey = "tg_bench_0123456789abcdef"\nevents_per_second = 100000000\n' >"$work/keys.toml"
-    direct+=(TIDEGATE_AUTH_KEYS_FILE="$work/keys.toml")
-  fi
-  env "${direct[@]}" TIDEGATE_BATCH_MAX_EVENTS=500 TIDEGATE_BATCH_MAX_DELAY_MS=3600000 \
-    valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$binary" "${args[@]}" \
-    >"$work/out" 2>"$work/err" &
-  pid=$!
-  # Start-up under valgrind takes from a few seconds to over 20 on a busy machine.
-  for _ in $(seq 900); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.1; done
-  addr=$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1)
-  if [[ -z $addr ]]; then
-    kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; rm -rf "$work"
-    return 1
-  fi
-  callgrind_control -z "$pid" >/dev/null 2>&1
-  python3 - "$addr" "$scenario" "$requests" "${KEYED:-}" <<'PY'
+# client ADDR SCENARIO N EXPECT: sends N requests on one keep-alive connection, each
+# answered EXPECT (202 or 503); EXPECT=fill sends until the first 503.
+client() {
+  python3 - "$1" "$2" "$3" "$4" "${KEYED:-}" <<'PY'
 import json, socket, sys
-addr, scenario, n, keyed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+addr, scenario, n, expect, keyed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
 event = lambda i: json.dumps({"user_id": "user-%06d" % i, "event_type": "screen_view",
     "event_time": "2024-05-01T12:00:%02d.123Z" % (i % 60),
     "payload": {"screen": "home", "app_version": "4.2.1", "os": "android", "n": i}},
@@ -76,12 +48,61 @@ for _ in range(n):
     while b"\r\n\r\n" not in pending:
         pending += conn.recv(65536)
     head, _, pending = pending.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 202"), head
+    status = head[9:12].decode()
+    assert status == expect or (expect == "fill" and status in ("202", "503")), head
     length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
     while len(pending) < length:
         pending += conn.recv(65536)
     pending = pending[length:]
+    if expect == "fill" and status == "503":
+        break
 PY
+}
+
+count_once() {
+  local work; work=$(mktemp -d)
+  if [[ $(basename "$binary") == baseline-server ]]; then
+    args=(127.0.0.1:0)   # the same-run baseline: bench/baseline_server.rs
+  else
+    args=(--listen 127.0.0.1:0 --shards 1 --sink blackhole --log-level warn --data-dir "$work/data")
+    # ACK=memory or ACK=durable picks the acknowledgement (binaries before it had none).
+    [[ -n ${ACK:-} ]] && args+=(--ack "$ACK")
+  fi
+  # valgrind cannot follow glommio's direct writes through io_uring (the server never
+  # answers), so a durable count is of the log written through the page cache
+  # (DIRECT_IO=keep for binaries older than that setting).
+  local direct=()
+  [[ ${ACK:-} == durable && ${DIRECT_IO:-} != keep ]] && direct=(TIDEGATE_DURABILITY_DIRECT_IO=false)
+  # REFUSED=1: the cost of a 503 under overload. The sink is stalled (a test hook: BINARY
+  # must be built with --features test-hooks), the ring is filled before counting, and
+  # every counted request is refused (memory acknowledgement).
+  local expect=202
+  if [[ -n ${REFUSED:-} ]]; then
+    touch "$work/stall"
+    args+=(--ack memory --test-stall-file "$work/stall")
+    direct+=(TIDEGATE_RING_CAPACITY_EVENTS=1000 TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST=1000)
+    expect=503
+  fi
+  # KEYED=1: API keys on, each request carrying one (X-Api-Key), with a rate it never meets.
+  if [[ -n ${KEYED:-} ]]; then
+    printf '[[key]]\nname = "bench"\nkey = "tg_bench_0123456789abcdef"\nevents_per_second = 100000000\n' >"$work/keys.toml"
+    direct+=(TIDEGATE_AUTH_KEYS_FILE="$work/keys.toml")
+  fi
+  env "${direct[@]}" TIDEGATE_BATCH_MAX_EVENTS=500 TIDEGATE_BATCH_MAX_DELAY_MS=3600000 \
+    valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$binary" "${args[@]}" \
+    >"$work/out" 2>"$work/err" &
+  pid=$!
+  # Start-up under valgrind takes from a few seconds to over 20 on a busy machine.
+  for _ in $(seq 900); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.1; done
+  addr=$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1)
+  if [[ -z $addr ]]; then
+    kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true; rm -rf "$work"
+    return 1
+  fi
+  # With REFUSED, fill the ring first: requests until the first 503.
+  [[ -n ${REFUSED:-} ]] && client "$addr" "$scenario" 1000 fill
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  client "$addr" "$scenario" "$requests" "$expect"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
   dump=$(ls -t "$work"/cg.out.* | head -1)
