@@ -74,6 +74,21 @@ fn load(
     (acknowledged, threads)
 }
 
+/// Lets the load run for at least `at_least`, and on until more than 1,000 client-set ids
+/// were acknowledged (bounded): on a machine busy with other tests a fixed time did not
+/// always bring thousands of acknowledged events.
+fn run_load_for(acknowledged: &Mutex<Acknowledged>, at_least: Duration) {
+    std::thread::sleep(at_least);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acknowledged.lock().unwrap().ids.len() <= 1000 {
+        assert!(
+            Instant::now() < deadline,
+            "the load never got 1,000 events acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn users(events: &[serde_json::Value]) -> BTreeSet<String> {
     events
         .iter()
@@ -107,7 +122,10 @@ fn kill_9_under_load_loses_no_acknowledged_event() {
         let mut server = Server::start(&["--shards", shards]);
         let stop = Arc::new(AtomicBool::new(false));
         let (acknowledged, clients) = load(server.addr, 6, round, &stop);
-        std::thread::sleep(Duration::from_millis(600 + 150 * u64::from(round)));
+        run_load_for(
+            &acknowledged,
+            Duration::from_millis(600 + 150 * u64::from(round)),
+        );
         server.stop_with("KILL");
         stop.store(true, Ordering::Relaxed);
         for client in clients {
@@ -311,7 +329,7 @@ fn power_loss_after_the_last_sync_loses_nothing_acknowledged() {
         let mut server = Server::start(&["--shards", shards, "--test-record-synced"]);
         let stop = Arc::new(AtomicBool::new(false));
         let (acknowledged, clients) = load(server.addr, 6, 50 + round, &stop);
-        std::thread::sleep(Duration::from_millis(700));
+        run_load_for(&acknowledged, Duration::from_millis(700));
         server.stop_with("KILL");
         stop.store(true, Ordering::Relaxed);
         for client in clients {
