@@ -186,7 +186,30 @@ fn a_full_ring_refuses_a_request_before_its_body() {
     let retry = support::read_response(&mut reader).expect("the retry's answer");
     assert_eq!(retry.status, 503);
     assert_eq!(retry.json()["cause"], "ring_full");
-    assert_eq!(server.metric("tidegate_unavailable_total"), 2);
+    // A chunked body (no declared length) is dropped the same way.
+    stream
+        .write_all(
+            b"POST /v1/events HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+              transfer-encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    let answer = support::read_response(&mut reader).expect("an answer");
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("connection"), None);
+    for chunk in body.as_bytes().chunks(4000) {
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
+        stream.write_all(chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    stream
+        .write_all(&support::encode_request("GET", "/health", &[], b""))
+        .unwrap();
+    let health = support::read_response(&mut reader).expect("the next answer");
+    assert_eq!(health.status, 200);
+    assert_eq!(server.metric("tidegate_unavailable_total"), 3);
     assert_eq!(server.metric("tidegate_ring_events"), 2);
 
     // Expect: 100-continue: refused without asking for the body, and the connection closes.
