@@ -130,7 +130,7 @@ const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(20);
 
 impl Dispatcher {
-    /// Starts the driver's thread, connects and prepares the insert; fails fast when the
+    /// Starts the driver's runtime, connects and prepares the insert; fails fast when the
     /// cluster cannot be reached at start-up.
     pub fn start(
         settings: &ScyllaSettings,

@@ -1,9 +1,9 @@
-//! The ScyllaDB sink, shard side: route and group on this core, execute on the driver's.
+//! The ScyllaDB sink, shard side: route and group on this core, execute on the driver's runtime.
 //!
 //! Each event's token is located with the driver's own replica locator (so tidegate and the
 //! driver agree on ownership): the first replica in the local datacenter, and its shard.
 //! Events are grouped into CQL batches that each belong to one shard of one node, and the
-//! whole set goes to the driver's thread as one job. Batches the cluster refuses for good
+//! whole set goes to the driver's runtime as one job. Batches the cluster refuses for good
 //! go to a dead-letter spool (counted and logged, never silently dropped), and the error
 //! that refused them to `reasons.ndjson` beside their segments; transient failures are
 //! reported to the writer, which keeps the events and retries, so a slow or failing
