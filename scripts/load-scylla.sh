@@ -29,7 +29,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 # shellcheck source=scripts/testnode.sh
 source scripts/testnode.sh
 
-out="bench/results/load-scylla-$(date -u +%Y%m%d-%H%M).md"
+out="bench/results/load-scylla-$(date -u +%Y%m%d-%H%M%S).md"   # seconds: runs with different knobs often share a minute
 {
   echo "# Load through the ScyllaDB sink to the CQL test node, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
