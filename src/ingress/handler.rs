@@ -164,7 +164,7 @@ pub async fn handle(ctx: &IngressContext, req: Request<Incoming>, routes: Routes
         "/health" => (
             Route::Health,
             if is_get(req.method()) {
-                response::json(StatusCode::OK, "{\"status\":\"ok\"}".into())
+                response::json(StatusCode::OK, "{\"status\":\"ok\"}")
             } else {
                 response::method_not_allowed("GET, HEAD")
             },

@@ -84,11 +84,11 @@ pub fn raw_plain_http_on_tls_port() -> Vec<u8> {
 
 /// The 408 for a body that did not arrive in time (the connection then closes).
 pub fn body_timeout() -> Reply {
-    closing(json(StatusCode::REQUEST_TIMEOUT, TIMEOUT_BODY.into()))
+    closing(json(StatusCode::REQUEST_TIMEOUT, TIMEOUT_BODY))
 }
 
-pub fn json(status: StatusCode, body: String) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -148,12 +148,7 @@ pub fn accepted(events: usize) -> Reply {
     } else {
         format()
     };
-    let mut reply = Response::new(Full::new(body));
-    *reply.status_mut() = StatusCode::ACCEPTED;
-    reply
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    reply
+    json(StatusCode::ACCEPTED, body)
 }
 
 pub fn unavailable(cause: UnavailableCause, retry_after_secs: u32) -> Reply {
@@ -173,11 +168,10 @@ pub fn unavailable(cause: UnavailableCause, retry_after_secs: u32) -> Reply {
         bodies.push((cause, retry_after_secs, body.clone()));
         body
     });
-    let mut reply = Response::new(Full::new(body));
-    *reply.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let headers = reply.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+    let mut reply = json(StatusCode::SERVICE_UNAVAILABLE, body);
+    reply
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
     reply
 }
 
