@@ -9,7 +9,7 @@
 //!        │
 //!  ingress    HTTP/1.1 over glommio: limits, timeouts, decompression, routing, answers
 //!        │ body
-//!  event      simd-json in place → validated events, all or nothing
+//!  event      simd-json → validated events, all or nothing
 //!        │ encoded batch
 //!  admission  does the whole request fit? if not: spill, or 503 + Retry-After; /ready
 //!        │                     └──▶ overflow   Kafka topic: spill, hot keys, drain back

@@ -4,13 +4,16 @@
 //! Every event is validated before any is kept: the caller receives either the encoded
 //! events of the whole request or a description of what is wrong, never a part.
 //!
-//! Parsing runs in place on the request's own buffer (simd-json unescapes strings there),
-//! reusing one [`BatchParser`] per core so that steady-state parsing does not allocate for
-//! tapes, structural indexes or duplicate-key scratch space.
+//! simd-json parses a copy of the body (it unescapes strings in place), so payloads can be
+//! copied from the body as sent (`source`). One [`BatchParser`] per core is reused so that
+//! steady-state parsing does not allocate for that copy, tapes, structural indexes or
+//! duplicate-key scratch space.
 
 use simd_json::{tape::Tape, Buffers};
 
 use super::json_text::PayloadScratch;
+use super::numbers;
+use super::source::{Source, ValueStarts};
 use super::validate::{skip_value, validate_event, EventLimits, FieldError, ValidateContext};
 use crate::encoded::EncodeBuf;
 
@@ -119,6 +122,10 @@ pub struct BatchParser {
     buffers: Buffers,
     tape: Tape<'static>,
     scratch: PayloadScratch,
+    /// The copy of the body simd-json parses (and unescapes in place), each document
+    /// followed by the padding its SIMD reads may run into.
+    work: Vec<u8>,
+    starts: ValueStarts,
 }
 
 impl BatchParser {
@@ -131,6 +138,8 @@ impl BatchParser {
             buffers: Buffers::with_max_depth(64 * 1024, parse_depth),
             tape: Tape(Vec::new()),
             scratch: PayloadScratch::default(),
+            work: Vec::new(),
+            starts: ValueStarts::default(),
         }
     }
 
@@ -138,40 +147,95 @@ impl BatchParser {
         &self.limits
     }
 
-    /// Parses and validates `body` in place, appending encoded events to `out` and their
-    /// end offsets to `batch.ends` (which is cleared first). On error, `out` is left as it
-    /// was.
+    /// Parses and validates `body`, appending encoded events to `out` and their end offsets
+    /// to `batch.ends` (which is cleared first). On error, `out` is left as it was.
+    ///
+    /// A body simd-json refuses is parsed once more with its unrepresentable numbers
+    /// neutralised (`numbers`): valid JSON is never refused for a number's size, and the
+    /// usual body is scanned by simd-json alone.
     pub fn parse<B: EncodeBuf>(
         &mut self,
-        body: &mut [u8],
+        body: &[u8],
         format: BodyFormat,
         arrival: Arrival<'_>,
         out: &mut B,
         batch: &mut EncodedBatch,
     ) -> Result<(), BatchError> {
-        batch.ends.clear();
         let start = out.len();
-        let mut run = Run {
-            limits: self.limits,
-            arrival,
-            scratch: &mut self.scratch,
-            start,
-            invalid: 0,
-            details: Vec::new(),
+        let first = self.parse_once(body, format, arrival, false, out, batch);
+        let result = match first {
+            Err(BatchError::Malformed { .. }) if holds_refused_number(body, &mut self.work) => {
+                out.truncate_to(start);
+                self.parse_once(body, format, arrival, true, out, batch)
+            }
+            other => other,
         };
-        let mut tape: Tape<'_> = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
-        let result = match format {
-            BodyFormat::Json => run.json(body, &mut self.buffers, &mut tape, out, batch),
-            BodyFormat::Ndjson => run.ndjson(body, &mut self.buffers, &mut tape, out, batch),
-        };
-        self.tape = tape.reset();
-        let result = result.and_then(|()| run.finish(batch));
         if result.is_err() {
             out.truncate_to(start);
             batch.ends.clear();
         }
         result
     }
+
+    fn parse_once<B: EncodeBuf>(
+        &mut self,
+        body: &[u8],
+        format: BodyFormat,
+        arrival: Arrival<'_>,
+        neutralise: bool,
+        out: &mut B,
+        batch: &mut EncodedBatch,
+    ) -> Result<(), BatchError> {
+        batch.ends.clear();
+        let mut run = Run {
+            limits: self.limits,
+            arrival,
+            scratch: &mut self.scratch,
+            start: out.len(),
+            invalid: 0,
+            details: Vec::new(),
+            neutralise,
+        };
+        let mut parse = Parse {
+            work: &mut self.work,
+            buffers: &mut self.buffers,
+            starts: &mut self.starts,
+        };
+        let mut tape: Tape<'_> = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let result = match format {
+            BodyFormat::Json => run.json(body, &mut parse, &mut tape, out, batch),
+            BodyFormat::Ndjson => run.ndjson(body, &mut parse, &mut tape, out, batch),
+        };
+        self.tape = tape.reset();
+        result.and_then(|()| run.finish(batch))
+    }
+}
+
+/// Whether `body` holds a number simd-json cannot represent (checked on a copy in
+/// `scratch`): only then is a refused body worth a second parse.
+fn holds_refused_number(body: &[u8], scratch: &mut Vec<u8>) -> bool {
+    scratch.clear();
+    scratch.extend_from_slice(body);
+    numbers::neutralise_refused(scratch)
+}
+
+/// The parser's buffers, borrowed for one request.
+struct Parse<'p> {
+    work: &'p mut Vec<u8>,
+    buffers: &'p mut Buffers,
+    starts: &'p mut ValueStarts,
+}
+
+/// Copies `doc` into `work` followed by simd-json's padding, neutralising numbers it
+/// would refuse when `neutralise`; returns where the copy starts.
+fn copy_padded(work: &mut Vec<u8>, doc: &[u8], neutralise: bool) -> usize {
+    let start = work.len();
+    work.extend_from_slice(doc);
+    if neutralise {
+        numbers::neutralise_refused(&mut work[start..]);
+    }
+    work.resize(work.len() + simd_json::INPUT_PADDING, b' ');
+    start
 }
 
 /// The state of parsing one request.
@@ -182,13 +246,14 @@ struct Run<'s, 'a> {
     start: usize,
     invalid: usize,
     details: Vec<EventError>,
+    neutralise: bool,
 }
 
 impl Run<'_, '_> {
     fn json<'de, B: EncodeBuf>(
         &mut self,
-        body: &'de mut [u8],
-        buffers: &mut Buffers,
+        body: &[u8],
+        parse: &'de mut Parse<'_>,
         tape: &mut Tape<'de>,
         out: &mut B,
         batch: &mut EncodedBatch,
@@ -196,12 +261,16 @@ impl Run<'_, '_> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Err(BatchError::Empty);
         }
-        self.scratch.numbers.scan(body);
-        simd_json::fill_tape(body, buffers, tape).map_err(|e| malformed(&e, 0, None))?;
+        parse.work.clear();
+        copy_padded(parse.work, body, self.neutralise);
+        simd_json::fill_tape_padded(parse.work, body.len(), parse.buffers, tape)
+            .map_err(|e| malformed(&e, 0, None))?;
         let nodes = &tape.0;
-        self.scratch.numbers.index_tape(nodes);
+        let structurals = parse.buffers.structural_indexes();
+        parse.starts.index(body, structurals, nodes.len());
+        let source = Source::new(body, structurals, parse.starts);
         match nodes[0] {
-            simd_json::tape::Node::Object { .. } => self.event(nodes, 0, 0, out, batch),
+            simd_json::tape::Node::Object { .. } => self.event(nodes, 0, 0, source, out, batch),
             simd_json::tape::Node::Array { len, .. } => {
                 if len > self.limits.max_events {
                     return Err(BatchError::TooManyEvents {
@@ -210,7 +279,7 @@ impl Run<'_, '_> {
                 }
                 let mut at = 1;
                 for index in 0..len {
-                    self.event(nodes, at, index, out, batch);
+                    self.event(nodes, at, index, source, out, batch);
                     at = skip_value(nodes, at);
                 }
             }
@@ -221,18 +290,26 @@ impl Run<'_, '_> {
 
     fn ndjson<'de, B: EncodeBuf>(
         &mut self,
-        body: &'de mut [u8],
-        buffers: &mut Buffers,
+        body: &[u8],
+        parse: &'de mut Parse<'_>,
         tape: &mut Tape<'de>,
         out: &mut B,
         batch: &mut EncodedBatch,
     ) -> Result<(), BatchError> {
+        let is_blank = |line: &[u8]| line.iter().all(u8::is_ascii_whitespace);
+        // Every line is copied first, each followed by its padding, so that each is parsed
+        // in a part of `work` of its own while earlier lines' tapes are done with.
+        parse.work.clear();
+        for line in body.split(|&b| b == b'\n').filter(|line| !is_blank(line)) {
+            copy_padded(parse.work, line, self.neutralise);
+        }
+        let mut rest: &'de mut [u8] = parse.work;
         let mut index = 0;
         let mut line_start = 0;
-        for (line_number, line) in body.split_mut(|&b| b == b'\n').enumerate() {
+        for (line_number, line) in body.split(|&b| b == b'\n').enumerate() {
             let offset = line_start;
             line_start += line.len() + 1;
-            if line.iter().all(u8::is_ascii_whitespace) {
+            if is_blank(line) {
                 continue;
             }
             if index == self.limits.max_events {
@@ -240,11 +317,15 @@ impl Run<'_, '_> {
                     max: self.limits.max_events,
                 });
             }
-            self.scratch.numbers.scan(line);
-            simd_json::fill_tape(line, buffers, tape)
+            let (copy, after) =
+                std::mem::take(&mut rest).split_at_mut(line.len() + simd_json::INPUT_PADDING);
+            rest = after;
+            simd_json::fill_tape_padded(copy, line.len(), parse.buffers, tape)
                 .map_err(|e| malformed(&e, offset, Some(line_number + 1)))?;
-            self.scratch.numbers.index_tape(&tape.0);
-            self.event(&tape.0, 0, index, out, batch);
+            let structurals = parse.buffers.structural_indexes();
+            parse.starts.index(line, structurals, tape.0.len());
+            let source = Source::new(line, structurals, parse.starts);
+            self.event(&tape.0, 0, index, source, out, batch);
             index += 1;
         }
         Ok(())
@@ -257,6 +338,7 @@ impl Run<'_, '_> {
         nodes: &[simd_json::tape::Node<'_>],
         at: usize,
         index: usize,
+        source: Source<'_>,
         out: &mut B,
         batch: &mut EncodedBatch,
     ) {
@@ -264,6 +346,7 @@ impl Run<'_, '_> {
             limits: self.limits.event,
             arrival: self.arrival,
             scratch: self.scratch,
+            source,
         };
         match validate_event(nodes, at, &mut ctx, out) {
             Ok(()) => batch.ends.push(out.len() - self.start),
@@ -313,10 +396,15 @@ mod tests {
 
     fn parse(body: &str, format: BodyFormat) -> Result<Vec<Vec<u8>>, BatchError> {
         let mut parser = BatchParser::new(BatchLimits::default());
-        let mut input = body.as_bytes().to_vec();
         let mut out = b"prefix".to_vec();
         let mut batch = EncodedBatch::default();
-        let result = parser.parse(&mut input, format, Arrival::at(1_000), &mut out, &mut batch);
+        let result = parser.parse(
+            body.as_bytes(),
+            format,
+            Arrival::at(1_000),
+            &mut out,
+            &mut batch,
+        );
         if result.is_err() {
             assert_eq!(out, b"prefix", "a refused body leaves the output untouched");
         }
@@ -450,5 +538,75 @@ mod tests {
             "}".repeat(40)
         );
         assert!(parse(&deep, BodyFormat::Json).is_err());
+    }
+
+    #[test]
+    fn payloads_are_stored_as_sent_numbers_and_all() {
+        let event = |payload: &str| {
+            format!(r#"{{"user_id":"u","event_type":"t","event_time":1,"payload":{payload}}}"#)
+        };
+        // (as sent, as stored): compact ones are copied, the rest re-emitted compact.
+        let cases = [
+            (
+                r#"{"a":1.10,"b":[true,null,"x y"]}"#,
+                r#"{"a":1.10,"b":[true,null,"x y"]}"#,
+            ),
+            (
+                r#"{"id":18446744073709551616,"f":1e400}"#,
+                r#"{"id":18446744073709551616,"f":1e400}"#,
+            ),
+            (
+                r#"{ "id" : 18446744073709551616, "f": -0.0 }"#,
+                r#"{"id":18446744073709551616,"f":-0.0}"#,
+            ),
+            (
+                r#"{"s":"tab\tquote\"A\u0041"}"#,
+                r#"{"s":"tab\tquote\"AA"}"#,
+            ),
+        ];
+        let payloads = |events: Vec<Vec<u8>>| -> Vec<String> {
+            events
+                .iter()
+                .map(|e| EventView::decode(e).unwrap().payload.unwrap().to_owned())
+                .collect()
+        };
+        let stored: Vec<_> = cases.iter().map(|(_, stored)| stored.to_string()).collect();
+        let array = format!(
+            "[{}]",
+            cases
+                .iter()
+                .map(|(sent, _)| event(sent))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        assert_eq!(payloads(parse(&array, BodyFormat::Json).unwrap()), stored);
+        let lines: Vec<_> = cases.iter().map(|(sent, _)| event(sent)).collect();
+        assert_eq!(
+            payloads(parse(&lines.join("\n"), BodyFormat::Ndjson).unwrap()),
+            stored
+        );
+        // A single event whose payload alone has a number simd-json cannot hold.
+        assert_eq!(
+            payloads(parse(&event(cases[1].0), BodyFormat::Json).unwrap()),
+            [cases[1].1]
+        );
+    }
+
+    #[test]
+    fn a_number_too_large_outside_the_payload_is_refused_not_zeroed() {
+        let body = r#"[{"user_id":"u","event_type":"t","event_time":1},
+                       {"user_id":"u","event_type":"t","event_time":1e400}]"#;
+        match parse(body, BodyFormat::Json) {
+            Err(BatchError::Invalid { details, .. }) => {
+                assert_eq!(details[0].index, 1);
+                assert_eq!(details[0].error.field.as_deref(), Some("event_time"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Malformed JSON stays malformed, number or not.
+        assert!(matches!(
+            parse(r#"{"user_id":"u","n":1e400,}"#, BodyFormat::Json),
+            Err(BatchError::Malformed { .. })
+        ));
     }
 }

@@ -1,19 +1,20 @@
-//! Writing JSON text: string escaping, and re-emitting a parsed payload from simd-json's tape.
+//! Writing JSON text: string escaping, and payloads, copied as sent or re-emitted from
+//! simd-json's tape.
 //!
-//! simd-json unescapes strings in place, so the original payload text is gone by the time
-//! validation sees it; the payload is re-emitted from the tape in compact form (no
-//! insignificant whitespace) straight into the event's encoded bytes. Strings are
+//! A compact payload without escapes is copied from the body (`source`); any other is
+//! re-emitted from the tape in compact form (no insignificant whitespace) straight into the
+//! event's encoded bytes, so both ways store the same text for the same value. Strings are
 //! re-escaped minimally (same value); numbers are written with the exact text the client
-//! sent (see `numbers`), never re-formatted from a parsed value. The same single pass enforces the
-//! nesting limit and rejects duplicate keys: a body whose meaning depends on which of two
-//! equal keys a reader keeps is refused rather than stored ambiguously.
+//! sent, never re-formatted from a parsed value. The same walk, with or without writing,
+//! enforces the nesting limit and rejects duplicate keys: a body whose meaning depends on
+//! which of two equal keys a reader keeps is refused rather than stored ambiguously.
 
 use bytes::BufMut;
 
 use crate::encoded::write_string;
 use simd_json::{tape::Node, StaticNode};
 
-use super::numbers::NumberTexts;
+use super::source::Source;
 
 /// Why a payload could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,85 +23,138 @@ pub enum PayloadError {
     DuplicateKey(String),
 }
 
-/// Scratch space reused across payloads so re-emitting does not allocate per object.
+/// Scratch space reused across payloads so the walk does not allocate per object.
 #[derive(Default)]
 pub struct PayloadScratch {
     /// (key hash, tape index of the key) for every key of every object still open, for
     /// the duplicate-key check.
     keys: Vec<(u64, usize)>,
-    /// The texts of the current document's numbers.
-    pub numbers: NumberTexts,
+}
+
+/// What a payload walk needs besides the tape.
+pub struct PayloadContext<'c, 't> {
+    pub max_depth: usize,
+    pub source: Source<'t>,
+    pub scratch: &'c mut PayloadScratch,
+}
+
+/// Writes the payload at `nodes[at]` to `out` after checking it: copied from the body
+/// when that is exactly what re-emitting it would write, re-emitted otherwise.
+pub fn write_payload<B: BufMut>(
+    nodes: &[Node<'_>],
+    at: usize,
+    ctx: &mut PayloadContext<'_, '_>,
+    out: &mut B,
+) -> Result<(), PayloadError> {
+    match ctx.source.compact_text(at) {
+        Some(text) => {
+            walk::<false, _>(nodes, at, 0, ctx, out)?;
+            out.put_slice(text);
+        }
+        None => {
+            walk::<true, _>(nodes, at, 0, ctx, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// Keys of objects larger than this are checked for duplicates by sorting instead of a
 /// pairwise scan.
 const PAIRWISE_LIMIT: usize = 32;
 
-/// Writes the value starting at `nodes[at]` as JSON text; returns the index after it.
-/// `depth` is the nesting depth of the container holding this value.
-pub fn write_value<B: BufMut>(
+/// Walks the value at `nodes[at]`, checking depth and keys, and writes it as JSON text
+/// when `WRITE`; returns the index after it. `depth` is the nesting depth of the container
+/// holding this value.
+fn walk<const WRITE: bool, B: BufMut>(
     nodes: &[Node<'_>],
     at: usize,
     depth: usize,
-    max_depth: usize,
-    scratch: &mut PayloadScratch,
+    ctx: &mut PayloadContext<'_, '_>,
     out: &mut B,
 ) -> Result<usize, PayloadError> {
     match nodes[at] {
         Node::Static(value) => {
-            match scratch.numbers.text_of(at) {
-                Some(text) => out.put_slice(text),
-                None => write_static(out, value),
+            if WRITE {
+                match ctx.source.number_text(at) {
+                    Some(text) if is_number(value) => out.put_slice(text),
+                    _ => write_static(out, value),
+                }
             }
             Ok(at + 1)
         }
         Node::String(s) => {
-            write_string(out, s);
+            if WRITE {
+                write_string(out, s);
+            }
             Ok(at + 1)
         }
         Node::Array { len, .. } => {
-            if depth + 1 > max_depth {
-                return Err(PayloadError::TooDeep { max: max_depth });
+            if depth + 1 > ctx.max_depth {
+                return Err(PayloadError::TooDeep { max: ctx.max_depth });
             }
-            out.put_u8(b'[');
+            if WRITE {
+                out.put_u8(b'[');
+            }
             let mut next = at + 1;
             for i in 0..len {
-                if i > 0 {
+                if WRITE && i > 0 {
                     out.put_u8(b',');
                 }
-                next = write_value(nodes, next, depth + 1, max_depth, scratch, out)?;
+                next = walk::<WRITE, _>(nodes, next, depth + 1, ctx, out)?;
             }
-            out.put_u8(b']');
+            if WRITE {
+                out.put_u8(b']');
+            }
             Ok(next)
         }
         Node::Object { len, .. } => {
-            if depth + 1 > max_depth {
-                return Err(PayloadError::TooDeep { max: max_depth });
+            if depth + 1 > ctx.max_depth {
+                return Err(PayloadError::TooDeep { max: ctx.max_depth });
             }
-            let open_keys = scratch.keys.len();
-            out.put_u8(b'{');
+            let open_keys = ctx.scratch.keys.len();
+            if WRITE {
+                out.put_u8(b'{');
+            }
             let mut next = at + 1;
             for i in 0..len {
                 let Node::String(key) = nodes[next] else {
                     unreachable!("simd-json tapes hold a string node before every object value")
                 };
-                scratch.keys.push((key_hash(key), next));
-                if i > 0 {
-                    out.put_u8(b',');
+                // Keys of small objects are compared pairwise, and their length is hash
+                // enough to skip most pairs; hashing every byte pays only for large ones.
+                let hash = if len > PAIRWISE_LIMIT {
+                    key_hash(key)
+                } else {
+                    key.len() as u64
+                };
+                ctx.scratch.keys.push((hash, next));
+                if WRITE {
+                    if i > 0 {
+                        out.put_u8(b',');
+                    }
+                    write_string(out, key);
+                    out.put_u8(b':');
                 }
-                write_string(out, key);
-                out.put_u8(b':');
-                next = write_value(nodes, next + 1, depth + 1, max_depth, scratch, out)?;
+                next = walk::<WRITE, _>(nodes, next + 1, depth + 1, ctx, out)?;
             }
-            out.put_u8(b'}');
-            let duplicate = find_duplicate(nodes, &mut scratch.keys[open_keys..]);
-            scratch.keys.truncate(open_keys);
+            if WRITE {
+                out.put_u8(b'}');
+            }
+            let duplicate = find_duplicate(nodes, &mut ctx.scratch.keys[open_keys..]);
+            ctx.scratch.keys.truncate(open_keys);
             match duplicate {
                 Some(key) => Err(PayloadError::DuplicateKey(key.to_owned())),
                 None => Ok(next),
             }
         }
     }
+}
+
+fn is_number(value: StaticNode) -> bool {
+    matches!(
+        value,
+        StaticNode::I64(_) | StaticNode::U64(_) | StaticNode::F64(_)
+    )
 }
 
 fn find_duplicate<'i>(nodes: &[Node<'i>], keys: &mut [(u64, usize)]) -> Option<&'i str> {
@@ -169,18 +223,47 @@ fn write_static<B: BufMut>(out: &mut B, value: StaticNode) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::source::ValueStarts;
     use super::*;
 
+    /// Writes the payload `text` the way the server does, and also re-emitted whatever
+    /// the choice: a copied payload must be exactly its re-emission.
     fn reemit(text: &str, max_depth: usize) -> Result<String, PayloadError> {
-        let mut input = text.as_bytes().to_vec();
+        let mut work = text.as_bytes().to_vec();
+        super::super::numbers::neutralise_refused(&mut work);
+        work.resize(text.len() + simd_json::INPUT_PADDING, b' ');
+        let mut buffers = simd_json::Buffers::default();
+        let mut tape = simd_json::Tape::null();
+        simd_json::fill_tape_padded(&mut work, text.len(), &mut buffers, &mut tape).unwrap();
+        let mut starts = ValueStarts::default();
+        starts.index(text.as_bytes(), buffers.structural_indexes(), tape.0.len());
         let mut scratch = PayloadScratch::default();
-        scratch.numbers.scan(&mut input);
-        let tape = simd_json::to_tape(&mut input).unwrap();
-        scratch.numbers.index_tape(&tape.0);
-        let mut out = Vec::new();
-        let end = write_value(&tape.0, 0, 0, max_depth, &mut scratch, &mut out)?;
+        let mut ctx = PayloadContext {
+            max_depth,
+            source: Source::new(text.as_bytes(), buffers.structural_indexes(), &starts),
+            scratch: &mut scratch,
+        };
+        let mut written = Vec::new();
+        write_payload(&tape.0, 0, &mut ctx, &mut written)?;
+        let mut reemitted = Vec::new();
+        let end = walk::<true, _>(&tape.0, 0, 0, &mut ctx, &mut reemitted)?;
         assert_eq!(end, tape.0.len());
-        Ok(String::from_utf8(out).unwrap())
+        assert_eq!(
+            String::from_utf8_lossy(&written),
+            String::from_utf8_lossy(&reemitted)
+        );
+        Ok(String::from_utf8(written).unwrap())
+    }
+
+    #[test]
+    fn compact_payloads_are_stored_as_their_re_emission() {
+        for text in [
+            "{\"a\":[1,-2,3.5e-7,true,false,null,\"x y/~\u{7f}\"],\"b\":{\"c\":{},\"d\":[]}}",
+            r#"{"n":18446744073709551616,"f":1.10,"g":-0.0,"h":1E+400}"#,
+            "{\"h\u{e9}\":\"\u{1F600}\"}",
+        ] {
+            assert_eq!(reemit(text, 32).unwrap(), text);
+        }
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Turning a request body into validated, encoded events.
 //!
 //! `batch` frames the body (object, array, NDJSON) and applies all-or-nothing semantics,
-//! `validate` holds the rules for one event, `numbers` keeps payload numbers exactly as
-//! sent, `json_text` re-emits payloads and `timestamp` reads event times and `ids` makes the ids of events sent without one. Each event leaves
+//! `validate` holds the rules for one event, `source` maps parsed values back to the text
+//! as sent, `json_text` copies or re-emits payloads, `numbers` lets simd-json take numbers
+//! it cannot represent, `timestamp` reads event times and `ids` makes the ids of events
+//! sent without one. Each event leaves
 //! in the binary form `crate::encoded` defines, which every later stage carries.
 
 mod batch;
 mod ids;
 mod json_text;
 mod numbers;
+mod source;
 mod timestamp;
 mod validate;
 

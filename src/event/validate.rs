@@ -8,7 +8,8 @@
 use simd_json::{tape::Node, StaticNode};
 use uuid::Uuid;
 
-use super::json_text::{self, PayloadError, PayloadScratch};
+use super::json_text::{self, PayloadContext, PayloadError, PayloadScratch};
+use super::source::Source;
 use super::timestamp::parse_rfc3339_millis;
 use crate::encoded::{encode_into, EncodeBuf, EventFields};
 
@@ -77,10 +78,12 @@ impl FieldError {
 }
 
 /// Everything validation needs besides the event itself.
-pub struct ValidateContext<'s, 'a> {
+pub struct ValidateContext<'s, 'a, 't> {
     pub limits: EventLimits,
     pub arrival: super::Arrival<'a>,
     pub scratch: &'s mut PayloadScratch,
+    /// The event's document as sent, where its payload is copied from.
+    pub source: Source<'t>,
 }
 
 /// Validates the event whose node is `nodes[at]` and appends its encoded form to `out`.
@@ -88,7 +91,7 @@ pub struct ValidateContext<'s, 'a> {
 pub fn validate_event<B: EncodeBuf>(
     nodes: &[Node<'_>],
     at: usize,
-    ctx: &mut ValidateContext<'_, '_>,
+    ctx: &mut ValidateContext<'_, '_, '_>,
     out: &mut B,
 ) -> Result<(), FieldError> {
     let Node::Object { len, .. } = nodes[at] else {
@@ -160,15 +163,12 @@ pub fn validate_event<B: EncodeBuf>(
     let mut payload_result = Ok(());
     encode_into(out, &fields, |out| {
         if let Some(payload_at) = payload_at {
-            payload_result = json_text::write_value(
-                nodes,
-                payload_at,
-                0,
-                ctx.limits.max_payload_depth,
-                ctx.scratch,
-                out,
-            )
-            .map(|_| ());
+            let mut payload_ctx = PayloadContext {
+                max_depth: ctx.limits.max_payload_depth,
+                source: ctx.source,
+                scratch: ctx.scratch,
+            };
+            payload_result = json_text::write_payload(nodes, payload_at, &mut payload_ctx, out);
         }
     });
     if let Err(err) = payload_result {

@@ -504,7 +504,7 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>)
         return body_error(ctx, err);
     }
     let decided = if encoding == ContentEncoding::Identity {
-        parse_and_admit(ctx, &mut raw, format, key)
+        parse_and_admit(ctx, &raw, format, key)
     } else {
         let mut decoded = ctx.take_buffer();
         let decided = match body::decompress(
@@ -513,7 +513,7 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>)
             ctx.limits.max_decompressed_bytes,
             &mut decoded,
         ) {
-            Ok(()) => parse_and_admit(ctx, &mut decoded, format, key),
+            Ok(()) => parse_and_admit(ctx, &decoded, format, key),
             Err(err) => Ok(body_error(ctx, err)),
         };
         ctx.return_buffer(decoded);
@@ -603,7 +603,7 @@ fn body_error(ctx: &IngressContext, err: BodyError) -> Reply {
 /// what it waits for.
 fn parse_and_admit(
     ctx: &IngressContext,
-    body: &mut [u8],
+    body: &[u8],
     format: BodyFormat,
     key: Option<&Key>,
 ) -> Result<Reply, Pending> {

@@ -1,0 +1,207 @@
+//! Where a parsed document's values sit in the text the client sent.
+//!
+//! simd-json parses a copy of the body (it unescapes strings in place, and `numbers` may
+//! overwrite a number it could not represent), so the body itself stays as it was sent.
+//! Its first stage lists the offset of every structural character. Every value starts at
+//! one of them, and the tape holds one node per value in document order, so the k-th
+//! structural that starts a value (anything but `:`, `,`, `}` and `]`) is where tape
+//! node k starts.
+//!
+//! With that map a payload is copied out of the body when the copy is byte for byte what
+//! re-emitting it from the tape would write: no whitespace between its tokens and no
+//! escape in its strings. SDKs send compact JSON, so that is the usual case, and it costs
+//! one copy instead of a walk that re-escapes every string. Any other payload is re-emitted
+//! (`json_text`), its numbers still taken from the body as sent.
+
+use std::ops::Range;
+
+/// For each tape node, the index of the structural it starts at. Reused document after
+/// document.
+#[derive(Debug, Default)]
+pub struct ValueStarts {
+    structural_of_node: Vec<u32>,
+}
+
+impl ValueStarts {
+    /// Maps the nodes of the document `text`, whose structurals (from the same parse) are
+    /// `structurals`. `nodes` is the tape's length: if the two disagree, which only a
+    /// parser change could cause, nothing is mapped and every lookup answers `None`, so
+    /// payloads are re-emitted from the tape alone.
+    pub fn index(&mut self, text: &[u8], structurals: &[u32], nodes: usize) {
+        self.structural_of_node.clear();
+        for (at, &offset) in structurals.iter().enumerate() {
+            if !matches!(text.get(offset as usize), Some(b':' | b',' | b'}' | b']')) {
+                self.structural_of_node.push(at as u32);
+            }
+        }
+        if self.structural_of_node.len() != nodes {
+            debug_assert!(false, "the structurals and the tape disagree on the values");
+            self.structural_of_node.clear();
+        }
+    }
+}
+
+/// A parsed document's text as the client sent it, with the map of its values.
+#[derive(Clone, Copy)]
+pub struct Source<'t> {
+    text: &'t [u8],
+    /// Whether the text holds a backslash anywhere: usually not, and then no payload
+    /// needs looking at for escapes.
+    has_escape: bool,
+    structurals: &'t [u32],
+    starts: &'t ValueStarts,
+}
+
+impl<'t> Source<'t> {
+    pub fn new(text: &'t [u8], structurals: &'t [u32], starts: &'t ValueStarts) -> Self {
+        Source {
+            text,
+            has_escape: memchr::memchr(b'\\', text).is_some(),
+            structurals,
+            starts,
+        }
+    }
+
+    /// The index in `structurals` where tape node `node` starts.
+    fn structural_of(&self, node: usize) -> Option<usize> {
+        self.starts
+            .structural_of_node
+            .get(node)
+            .map(|&at| at as usize)
+    }
+
+    /// The text of the number at tape node `node`, exactly as sent.
+    pub fn number_text(&self, node: usize) -> Option<&'t [u8]> {
+        let start = self.structurals[self.structural_of(node)?] as usize;
+        let len = self.text[start..]
+            .iter()
+            .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+            .unwrap_or(self.text.len() - start);
+        Some(&self.text[start..start + len])
+    }
+
+    /// The text of the object or array at tape node `node` if it is compact (no
+    /// whitespace between tokens) and holds no escape: then it is exactly what
+    /// re-emitting the node would write.
+    pub fn compact_text(&self, node: usize) -> Option<&'t [u8]> {
+        let span = self.container_span(node)?;
+        let text = &self.text[span];
+        let escaped = self.has_escape && memchr::memchr(b'\\', text).is_some();
+        (!escaped).then_some(text)
+    }
+
+    /// Where the container at `node` is in the text, if no whitespace separates its
+    /// tokens. Whitespace between two tokens ends just before the second one's structural,
+    /// and a token never ends in whitespace (a string ends in its quote), so checking the
+    /// byte before each structural finds every gap. In valid JSON the only bytes up to
+    /// `b' '` found outside strings are whitespace.
+    fn container_span(&self, node: usize) -> Option<Range<usize>> {
+        let first = self.structural_of(node)?;
+        let start = self.structurals[first] as usize;
+        let mut depth = 0usize;
+        for &offset in &self.structurals[first..] {
+            let offset = offset as usize;
+            if offset > start && self.text[offset - 1] <= b' ' {
+                return None;
+            }
+            match self.text[offset] {
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Some(start..offset + 1);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simd_json::{tape::Node, StaticNode};
+
+    /// Parses a copy of `text` the way the batch parser does and hands the tape and the
+    /// source to `check`.
+    fn with_source(text: &str, check: impl FnOnce(&[Node<'_>], Source<'_>)) {
+        let mut work = text.as_bytes().to_vec();
+        work.resize(text.len() + simd_json::INPUT_PADDING, b' ');
+        let mut buffers = simd_json::Buffers::default();
+        let mut tape = simd_json::Tape::null();
+        simd_json::fill_tape_padded(&mut work, text.len(), &mut buffers, &mut tape).unwrap();
+        let mut starts = ValueStarts::default();
+        starts.index(text.as_bytes(), buffers.structural_indexes(), tape.0.len());
+        check(
+            &tape.0,
+            Source::new(text.as_bytes(), buffers.structural_indexes(), &starts),
+        );
+    }
+
+    #[test]
+    fn every_node_maps_to_where_its_value_starts() {
+        let text = r#" [ {"a" : [1, -2.50e3 ,true,null], "b\"}" :{"c":{}} } , "x", 18446744073709551615 ] "#;
+        with_source(text, |nodes, source| {
+            assert_eq!(source.starts.structural_of_node.len(), nodes.len());
+            let firsts: String = (0..nodes.len())
+                .map(|node| {
+                    text.as_bytes()
+                        [source.structurals[source.structural_of(node).unwrap()] as usize]
+                        as char
+                })
+                .collect();
+            assert_eq!(firsts, r#"[{"[1-tn"{"{"1"#);
+        });
+    }
+
+    #[test]
+    fn numbers_are_read_as_sent() {
+        with_source(
+            r#"{"x":[1.10,"2",true,-3e0,{"y":0.5}]}"#,
+            |nodes, source| {
+                let numbers: Vec<_> = (0..nodes.len())
+                    .filter(|&node| {
+                        matches!(
+                            nodes[node],
+                            Node::Static(
+                                StaticNode::I64(_) | StaticNode::U64(_) | StaticNode::F64(_)
+                            )
+                        )
+                    })
+                    .map(|node| {
+                        String::from_utf8(source.number_text(node).unwrap().to_vec()).unwrap()
+                    })
+                    .collect();
+                assert_eq!(numbers, ["1.10", "-3e0", "0.5"]);
+            },
+        );
+    }
+
+    #[test]
+    fn compact_containers_are_copied_whole_and_nothing_else() {
+        let cases = [
+            (
+                r#"{"p":{"a":[1,{"b":"x y"}],"c":{}}}"#,
+                Some(r#"{"a":[1,{"b":"x y"}],"c":{}}"#),
+            ),
+            (r#"{"p":[]}"#, Some("[]")),
+            (r#"{"p": {"a":1}}"#, Some(r#"{"a":1}"#)),
+            (r#"{"p":{"a": 1}}"#, None),
+            (r#"{"p":{"a":1 }}"#, None),
+            (r#"{"p":{"a":[1,2] ,"b":2}}"#, None),
+            ("{\"p\":{\"a\":\n1}}", None),
+            (r#"{"p":{"a":"\n"}}"#, None),
+            (r#"{"p":{"a\u0041":1}}"#, None),
+        ];
+        for (text, expected) in cases {
+            with_source(text, |_, source| {
+                let found = source
+                    .compact_text(2)
+                    .map(|t| std::str::from_utf8(t).unwrap());
+                assert_eq!(found, expected, "{text}");
+            });
+        }
+    }
+}
