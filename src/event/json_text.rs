@@ -46,6 +46,8 @@ pub fn write_payload<B: BufMut>(
     ctx: &mut PayloadContext<'_, '_>,
     out: &mut B,
 ) -> Result<(), PayloadError> {
+    // A walk that failed part-way leaves its open keys behind.
+    ctx.scratch.keys.clear();
     match ctx.source.compact_text(at) {
         Some(text) => {
             walk::<false, _>(nodes, at, 0, ctx, out)?;
@@ -61,6 +63,10 @@ pub fn write_payload<B: BufMut>(
 /// Keys of objects larger than this are checked for duplicates by sorting instead of a
 /// pairwise scan.
 const PAIRWISE_LIMIT: usize = 32;
+
+/// Objects with at most this many keys are checked for duplicates without the scratch
+/// stack.
+const SMALL_OBJECT: usize = 8;
 
 /// Walks the value at `nodes[at]`, checking depth and keys, and writes it as JSON text
 /// when `WRITE`; returns the index after it. `depth` is the nesting depth of the container
@@ -112,6 +118,8 @@ fn walk<const WRITE: bool, B: BufMut>(
                 return Err(PayloadError::TooDeep { max: ctx.max_depth });
             }
             let open_keys = ctx.scratch.keys.len();
+            // The keys of the usual small object stay on the stack.
+            let mut small = [""; SMALL_OBJECT];
             if WRITE {
                 out.put_u8(b'{');
             }
@@ -120,14 +128,20 @@ fn walk<const WRITE: bool, B: BufMut>(
                 let Node::String(key) = nodes[next] else {
                     unreachable!("simd-json tapes hold a string node before every object value")
                 };
-                // Keys of small objects are compared pairwise, and their length is hash
-                // enough to skip most pairs; hashing every byte pays only for large ones.
-                let hash = if len > PAIRWISE_LIMIT {
-                    key_hash(key)
-                } else {
-                    key.len() as u64
-                };
-                ctx.scratch.keys.push((hash, next));
+                match small.get_mut(i) {
+                    Some(slot) if len <= SMALL_OBJECT => *slot = key,
+                    _ => {
+                        // Up to PAIRWISE_LIMIT keys are compared pairwise, and their length
+                        // is hash enough to skip most pairs; hashing every byte pays only
+                        // beyond.
+                        let hash = if len > PAIRWISE_LIMIT {
+                            key_hash(key)
+                        } else {
+                            key.len() as u64
+                        };
+                        ctx.scratch.keys.push((hash, next));
+                    }
+                }
                 if WRITE {
                     if i > 0 {
                         out.put_u8(b',');
@@ -140,8 +154,13 @@ fn walk<const WRITE: bool, B: BufMut>(
             if WRITE {
                 out.put_u8(b'}');
             }
-            let duplicate = find_duplicate(nodes, &mut ctx.scratch.keys[open_keys..]);
-            ctx.scratch.keys.truncate(open_keys);
+            let duplicate = if len <= SMALL_OBJECT {
+                first_repeated(&small[..len])
+            } else {
+                let duplicate = find_duplicate(nodes, &mut ctx.scratch.keys[open_keys..]);
+                ctx.scratch.keys.truncate(open_keys);
+                duplicate
+            };
             match duplicate {
                 Some(key) => Err(PayloadError::DuplicateKey(key.to_owned())),
                 None => Ok(next),
@@ -155,6 +174,18 @@ fn is_number(value: StaticNode) -> bool {
         value,
         StaticNode::I64(_) | StaticNode::U64(_) | StaticNode::F64(_)
     )
+}
+
+/// The first key of `keys` that appears twice.
+fn first_repeated<'i>(keys: &[&'i str]) -> Option<&'i str> {
+    keys.iter()
+        .enumerate()
+        .find(|(i, key)| {
+            keys[..*i]
+                .iter()
+                .any(|other| other.len() == key.len() && other == *key)
+        })
+        .map(|(_, key)| *key)
 }
 
 fn find_duplicate<'i>(nodes: &[Node<'i>], keys: &mut [(u64, usize)]) -> Option<&'i str> {
@@ -336,6 +367,58 @@ mod tests {
             reemit(r#"{"a":{"b":{"c":[]}}}"#, 3),
             Err(PayloadError::TooDeep { max: 3 })
         );
+    }
+
+    #[test]
+    fn duplicates_are_found_in_objects_of_every_size() {
+        for size in [2, 7, 8, 9, 20, 32, 33, 100] {
+            let mut keys: Vec<String> = (0..size).map(|i| format!("\"k{i:03}\":{i}")).collect();
+            assert!(
+                reemit(&format!("{{{}}}", keys.join(",")), 32).is_ok(),
+                "{size}"
+            );
+            for (from, to) in [(0, size - 1), (size / 2, 0), (size - 2, size - 1)] {
+                let original = std::mem::replace(&mut keys[to], format!("\"k{from:03}\":0"));
+                assert_eq!(
+                    reemit(&format!("{{{}}}", keys.join(",")), 32),
+                    Err(PayloadError::DuplicateKey(format!("k{from:03}"))),
+                    "{size} keys, k{from:03} again at {to}"
+                );
+                keys[to] = original;
+            }
+        }
+    }
+
+    #[test]
+    fn a_failed_walk_leaves_no_keys_behind() {
+        let large: Vec<String> = (0..40)
+            .map(|i| format!("\"k{i}\":{{\"a\":{{}}}}"))
+            .collect();
+        let text = format!("{{{}}}", large.join(","));
+        let mut work = text.as_bytes().to_vec();
+        work.resize(text.len() + simd_json::INPUT_PADDING, b' ');
+        let mut buffers = simd_json::Buffers::default();
+        let mut tape = simd_json::Tape::null();
+        simd_json::fill_tape_padded(&mut work, text.len(), &mut buffers, &mut tape).unwrap();
+        let mut starts = ValueStarts::default();
+        starts.index(text.as_bytes(), buffers.structural_indexes(), tape.0.len());
+        let mut scratch = PayloadScratch::default();
+        let source = Source::new(text.as_bytes(), buffers.structural_indexes(), &starts);
+        for round in 0..3 {
+            let mut ctx = PayloadContext {
+                max_depth: 2,
+                source,
+                scratch: &mut scratch,
+            };
+            let result = write_payload(&tape.0, 0, &mut ctx, &mut Vec::new());
+            assert_eq!(result, Err(PayloadError::TooDeep { max: 2 }));
+            // Only this walk's own open key may remain, never earlier rounds'.
+            assert!(
+                scratch.keys.len() <= 1,
+                "round {round}: {}",
+                scratch.keys.len()
+            );
+        }
     }
 
     #[test]
