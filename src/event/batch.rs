@@ -297,10 +297,13 @@ impl Run<'_, '_> {
         batch: &mut EncodedBatch,
     ) -> Result<(), BatchError> {
         let is_blank = |line: &[u8]| line.iter().all(u8::is_ascii_whitespace);
-        // Every line is copied first, each followed by its padding, so that each is parsed
-        // in a part of `work` of its own while earlier lines' tapes are done with.
+        // The lines are copied first, each followed by its padding, so that each is parsed
+        // in a part of `work` of its own while earlier lines' tapes are done with. One
+        // line past the limit is enough to refuse the body: copying every line of a body
+        // of tiny lines would cost the padding per line, many times the body's size.
         parse.work.clear();
-        for line in body.split(|&b| b == b'\n').filter(|line| !is_blank(line)) {
+        let lines = body.split(|&b| b == b'\n').filter(|line| !is_blank(line));
+        for line in lines.take(self.limits.max_events + 1) {
             copy_padded(parse.work, line, self.neutralise);
         }
         let mut rest: &'de mut [u8] = parse.work;
@@ -608,5 +611,29 @@ mod tests {
             parse(r#"{"user_id":"u","n":1e400,}"#, BodyFormat::Json),
             Err(BatchError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn a_body_of_tiny_lines_is_refused_without_padding_every_line() {
+        let mut parser = BatchParser::new(BatchLimits::default());
+        let body = "{}\n".repeat(1_000_000);
+        let mut out = Vec::new();
+        let mut batch = EncodedBatch::default();
+        let result = parser.parse(
+            body.as_bytes(),
+            BodyFormat::Ndjson,
+            Arrival::at(0),
+            &mut out,
+            &mut batch,
+        );
+        assert_eq!(result, Err(BatchError::TooManyEvents { max: 10_000 }));
+        // The lines up to one past the limit, each with its padding; a million would take
+        // 66 MB.
+        let bound = 10_001 * (2 + simd_json::INPUT_PADDING);
+        assert!(
+            parser.work.capacity() <= 2 * bound,
+            "{}",
+            parser.work.capacity()
+        );
     }
 }
