@@ -254,36 +254,30 @@ fn write_static<B: BufMut>(out: &mut B, value: StaticNode) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::source::ValueStarts;
+    use super::super::source::with_source;
     use super::*;
 
     /// Writes the payload `text` the way the server does, and also re-emitted whatever
     /// the choice: a copied payload must be exactly its re-emission.
     fn reemit(text: &str, max_depth: usize) -> Result<String, PayloadError> {
-        let mut work = text.as_bytes().to_vec();
-        super::super::numbers::neutralise_refused(&mut work);
-        work.resize(text.len() + simd_json::INPUT_PADDING, b' ');
-        let mut buffers = simd_json::Buffers::default();
-        let mut tape = simd_json::Tape::null();
-        simd_json::fill_tape_padded(&mut work, text.len(), &mut buffers, &mut tape).unwrap();
-        let mut starts = ValueStarts::default();
-        starts.index(text.as_bytes(), buffers.structural_indexes(), tape.0.len());
-        let mut scratch = PayloadScratch::default();
-        let mut ctx = PayloadContext {
-            max_depth,
-            source: Source::new(text.as_bytes(), buffers.structural_indexes(), &starts),
-            scratch: &mut scratch,
-        };
-        let mut written = Vec::new();
-        write_payload(&tape.0, 0, &mut ctx, &mut written)?;
-        let mut reemitted = Vec::new();
-        let end = walk::<true, _>(&tape.0, 0, 0, &mut ctx, &mut reemitted)?;
-        assert_eq!(end, tape.0.len());
-        assert_eq!(
-            String::from_utf8_lossy(&written),
-            String::from_utf8_lossy(&reemitted)
-        );
-        Ok(String::from_utf8(written).unwrap())
+        with_source(text, |nodes, source| {
+            let mut scratch = PayloadScratch::default();
+            let mut ctx = PayloadContext {
+                max_depth,
+                source,
+                scratch: &mut scratch,
+            };
+            let mut written = Vec::new();
+            write_payload(nodes, 0, &mut ctx, &mut written)?;
+            let mut reemitted = Vec::new();
+            let end = walk::<true, _>(nodes, 0, 0, &mut ctx, &mut reemitted)?;
+            assert_eq!(end, nodes.len());
+            assert_eq!(
+                String::from_utf8_lossy(&written),
+                String::from_utf8_lossy(&reemitted)
+            );
+            Ok(String::from_utf8(written).unwrap())
+        })
     }
 
     #[test]
@@ -395,30 +389,24 @@ mod tests {
             .map(|i| format!("\"k{i}\":{{\"a\":{{}}}}"))
             .collect();
         let text = format!("{{{}}}", large.join(","));
-        let mut work = text.as_bytes().to_vec();
-        work.resize(text.len() + simd_json::INPUT_PADDING, b' ');
-        let mut buffers = simd_json::Buffers::default();
-        let mut tape = simd_json::Tape::null();
-        simd_json::fill_tape_padded(&mut work, text.len(), &mut buffers, &mut tape).unwrap();
-        let mut starts = ValueStarts::default();
-        starts.index(text.as_bytes(), buffers.structural_indexes(), tape.0.len());
         let mut scratch = PayloadScratch::default();
-        let source = Source::new(text.as_bytes(), buffers.structural_indexes(), &starts);
-        for round in 0..3 {
-            let mut ctx = PayloadContext {
-                max_depth: 2,
-                source,
-                scratch: &mut scratch,
-            };
-            let result = write_payload(&tape.0, 0, &mut ctx, &mut Vec::new());
-            assert_eq!(result, Err(PayloadError::TooDeep { max: 2 }));
-            // Only this walk's own open key may remain, never earlier rounds'.
-            assert!(
-                scratch.keys.len() <= 1,
-                "round {round}: {}",
-                scratch.keys.len()
-            );
-        }
+        with_source(&text, |nodes, source| {
+            for round in 0..3 {
+                let mut ctx = PayloadContext {
+                    max_depth: 2,
+                    source,
+                    scratch: &mut scratch,
+                };
+                let result = write_payload(nodes, 0, &mut ctx, &mut Vec::new());
+                assert_eq!(result, Err(PayloadError::TooDeep { max: 2 }));
+                // Only this walk's own open key may remain, never earlier rounds'.
+                assert!(
+                    scratch.keys.len() <= 1,
+                    "round {round}: {}",
+                    scratch.keys.len()
+                );
+            }
+        });
     }
 
     #[test]

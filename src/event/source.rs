@@ -119,26 +119,31 @@ impl<'t> Source<'t> {
     }
 }
 
+/// Parses a copy of `text` the way the batch parser does (numbers simd-json cannot hold
+/// neutralised first) and hands the tape and the source to `check`.
+#[cfg(test)]
+pub fn with_source<R>(
+    text: &str,
+    check: impl FnOnce(&[simd_json::tape::Node<'_>], Source<'_>) -> R,
+) -> R {
+    let mut work = text.as_bytes().to_vec();
+    super::numbers::neutralise_refused(&mut work);
+    work.resize(text.len() + simd_json::INPUT_PADDING, b' ');
+    let mut buffers = simd_json::Buffers::default();
+    let mut tape = simd_json::Tape::null();
+    simd_json::fill_tape_padded(&mut work, text.len(), &mut buffers, &mut tape).unwrap();
+    let mut starts = ValueStarts::default();
+    starts.index(text.as_bytes(), buffers.structural_indexes(), tape.0.len());
+    check(
+        &tape.0,
+        Source::new(text.as_bytes(), buffers.structural_indexes(), &starts),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use simd_json::{tape::Node, StaticNode};
-
-    /// Parses a copy of `text` the way the batch parser does and hands the tape and the
-    /// source to `check`.
-    fn with_source(text: &str, check: impl FnOnce(&[Node<'_>], Source<'_>)) {
-        let mut work = text.as_bytes().to_vec();
-        work.resize(text.len() + simd_json::INPUT_PADDING, b' ');
-        let mut buffers = simd_json::Buffers::default();
-        let mut tape = simd_json::Tape::null();
-        simd_json::fill_tape_padded(&mut work, text.len(), &mut buffers, &mut tape).unwrap();
-        let mut starts = ValueStarts::default();
-        starts.index(text.as_bytes(), buffers.structural_indexes(), tape.0.len());
-        check(
-            &tape.0,
-            Source::new(text.as_bytes(), buffers.structural_indexes(), &starts),
-        );
-    }
 
     #[test]
     fn every_node_maps_to_where_its_value_starts() {
