@@ -636,4 +636,140 @@ mod tests {
             parser.work.capacity()
         );
     }
+
+    /// A small deterministic generator, so a failure names its seed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Writes a random JSON value: numbers in many spellings, strings with and without
+    /// escapes, and (when `spaced`) whitespace between some tokens.
+    fn random_value(rng: &mut Rng, depth: usize, spaced: bool, out: &mut String) {
+        let space = |rng: &mut Rng, out: &mut String| {
+            if spaced && rng.below(3) == 0 {
+                out.push_str([" ", "\n", "\t ", "\r\n"][rng.below(4) as usize]);
+            }
+        };
+        let kind = if depth >= 3 {
+            rng.below(3)
+        } else {
+            rng.below(5)
+        };
+        match kind {
+            0 => {
+                let numbers = [
+                    "0",
+                    "-0",
+                    "1.10",
+                    "1e2",
+                    "-3.5E-7",
+                    "18446744073709551616",
+                    "1e400",
+                    "42",
+                ];
+                out.push_str(numbers[rng.below(numbers.len() as u64) as usize]);
+            }
+            1 => {
+                let parts = [
+                    "a", "b c", "\\n", "\\\"", "\\u0041", "\\/", "é", "\\\\", "😀",
+                ];
+                out.push('"');
+                for _ in 0..rng.below(4) {
+                    out.push_str(parts[rng.below(parts.len() as u64) as usize]);
+                }
+                out.push('"');
+            }
+            2 => out.push_str(["true", "false", "null"][rng.below(3) as usize]),
+            3 => {
+                out.push('[');
+                for i in 0..rng.below(4) {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    space(rng, out);
+                    random_value(rng, depth + 1, spaced, out);
+                    space(rng, out);
+                }
+                out.push(']');
+            }
+            _ => random_object(rng, depth + 1, spaced, out),
+        }
+    }
+
+    fn random_object(rng: &mut Rng, depth: usize, spaced: bool, out: &mut String) {
+        out.push('{');
+        for i in 0..rng.below(5) {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&format!("\"k{i}\":"));
+            if spaced && rng.below(2) == 0 {
+                out.push(' ');
+            }
+            random_value(rng, depth, spaced, out);
+        }
+        out.push('}');
+    }
+
+    /// Whether `text` has whitespace outside its strings.
+    fn has_insignificant_whitespace(text: &str) -> bool {
+        let (mut in_string, mut escaped) = (false, false);
+        for c in text.chars() {
+            match (in_string, escaped, c) {
+                (true, true, _) => escaped = false,
+                (true, false, '\\') => escaped = true,
+                (true, false, '"') => in_string = false,
+                (false, _, '"') => in_string = true,
+                (false, _, ' ' | '\n' | '\t' | '\r') => return true,
+                _ => {}
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn random_payloads_are_stored_compact_with_the_same_value() {
+        for seed in 1..3_000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+            let spaced = seed % 2 == 0;
+            let mut sent = String::new();
+            random_object(&mut rng, 0, spaced, &mut sent);
+            let body =
+                format!(r#"{{"user_id":"u","event_type":"t","event_time":1,"payload":{sent}}}"#);
+            let events = parse(&body, BodyFormat::Json)
+                .unwrap_or_else(|e| panic!("seed {seed}: {e:?}\n{body}"));
+            let stored = EventView::decode(&events[0])
+                .unwrap()
+                .payload
+                .unwrap()
+                .to_owned();
+            let value = |text: &str| serde_json::from_str::<serde_json::Value>(text).unwrap();
+            assert_eq!(
+                value(&stored),
+                value(&sent),
+                "seed {seed}: {sent} stored as {stored}"
+            );
+            assert!(
+                !has_insignificant_whitespace(&stored),
+                "seed {seed}: {stored}"
+            );
+            // Escapes are rewritten minimally: of what this generator sends, only a quote,
+            // a backslash and a newline stay escaped (`\u0041` and `\/` do not).
+            let escapes = stored
+                .replace("\\\\", "")
+                .replace("\\\"", "")
+                .replace("\\n", "");
+            assert!(!escapes.contains('\\'), "seed {seed}: {stored}");
+            if !spaced && !sent.contains('\\') {
+                assert_eq!(stored, sent, "seed {seed}");
+            }
+        }
+    }
 }
