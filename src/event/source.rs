@@ -15,6 +15,16 @@
 
 use std::ops::Range;
 
+/// Whether a structural character starts a value: all but `:`, `,`, `}` and `]`.
+const STARTS_VALUE: [bool; 256] = {
+    let mut table = [true; 256];
+    table[b':' as usize] = false;
+    table[b',' as usize] = false;
+    table[b'}' as usize] = false;
+    table[b']' as usize] = false;
+    table
+};
+
 /// For each tape node, the index of the structural it starts at. Reused document after
 /// document.
 #[derive(Debug, Default)]
@@ -29,8 +39,10 @@ impl ValueStarts {
     /// payloads are re-emitted from the tape alone.
     pub fn index(&mut self, text: &[u8], structurals: &[u32], nodes: usize) {
         self.structural_of_node.clear();
+        self.structural_of_node.reserve(structurals.len());
         for (at, &offset) in structurals.iter().enumerate() {
-            if !matches!(text.get(offset as usize), Some(b':' | b',' | b'}' | b']')) {
+            // A lookup table: one load instead of four compares per structural.
+            if STARTS_VALUE[usize::from(text[offset as usize])] {
                 self.structural_of_node.push(at as u32);
             }
         }
