@@ -25,6 +25,16 @@ const STARTS_VALUE: [bool; 256] = {
     table
 };
 
+/// How a structural character changes the nesting depth.
+const NESTING: [i32; 256] = {
+    let mut table = [0; 256];
+    table[b'{' as usize] = 1;
+    table[b'[' as usize] = 1;
+    table[b'}' as usize] = -1;
+    table[b']' as usize] = -1;
+    table
+};
+
 /// For each tape node, the index of the structural it starts at. Reused document after
 /// document.
 #[derive(Debug, Default)]
@@ -110,21 +120,18 @@ impl<'t> Source<'t> {
     fn container_span(&self, node: usize) -> Option<Range<usize>> {
         let first = self.structural_of(node)?;
         let start = self.structurals[first] as usize;
-        let mut depth = 0usize;
-        for &offset in &self.structurals[first..] {
+        let mut depth = NESTING[usize::from(self.text[start])];
+        if depth != 1 {
+            return None; // not a container
+        }
+        for &offset in &self.structurals[first + 1..] {
             let offset = offset as usize;
-            if offset > start && self.text[offset - 1] <= b' ' {
+            if self.text[offset - 1] <= b' ' {
                 return None;
             }
-            match self.text[offset] {
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        return Some(start..offset + 1);
-                    }
-                }
-                _ => {}
+            depth += NESTING[usize::from(self.text[offset])];
+            if depth == 0 {
+                return Some(start..offset + 1);
             }
         }
         None
