@@ -13,6 +13,11 @@
 /// The placeholder written over a number simd-json would refuse.
 const PLACEHOLDER: &[u8] = b"0.0";
 
+/// Whether `byte` can continue a number token (the grammar is checked elsewhere).
+pub fn in_number(byte: u8) -> bool {
+    matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+}
+
 /// Overwrites every number in `doc` that simd-json would refuse with [`PLACEHOLDER`];
 /// returns whether there was one. Scanning an invalid document is harmless: the parser
 /// refuses it.
@@ -25,9 +30,7 @@ pub fn neutralise_refused(doc: &mut [u8]) -> bool {
             b'-' | b'0'..=b'9' => {
                 let start = i;
                 i += 1;
-                while i < doc.len()
-                    && matches!(doc[i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
-                {
+                while i < doc.len() && in_number(doc[i]) {
                     i += 1;
                 }
                 if parser_would_refuse(&doc[start..i]) {

@@ -97,7 +97,7 @@ impl<'t> Source<'t> {
         let start = self.structurals[self.structural_of(node)?] as usize;
         let len = self.text[start..]
             .iter()
-            .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+            .position(|&b| !super::numbers::in_number(b))
             .unwrap_or(self.text.len() - start);
         Some(&self.text[start..start + len])
     }
