@@ -1,7 +1,9 @@
-//! The `tidegate` binary: all logic lives in the library; see `app::cli`.
+//! The `tidegate` binary: all logic lives in the library; see `app::cli`. What is here is
+//! how the process calls the C libraries under it: the allocator, and io_uring's set-up.
 
 use std::alloc::{GlobalAlloc, Layout};
-use std::ffi::c_void;
+use std::ffi::{c_int, c_uint, c_void};
+use std::sync::Once;
 
 use libmimalloc_sys as mi;
 
@@ -60,6 +62,72 @@ unsafe impl GlobalAlloc for MiMalloc {
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
+
+/// Every io_uring glommio makes runs its completion work cooperatively.
+///
+/// By default a completion that arrives while the shard's thread runs in user space (a
+/// client's bytes landing on a socket with a poll armed, a disk write finishing) makes the
+/// kernel interrupt that thread at once, with a reschedule IPI, to post it. With
+/// `IORING_SETUP_COOP_TASKRUN` (Linux 5.19) the work waits for the thread's next entry into
+/// the kernel, which a shard makes many times per request (every send, every submission)
+/// and whenever it goes to sleep, where it is woken as before. A running shard is then
+/// never interrupted for its own completions. That matters most in durable mode: a
+/// client's next request arrives only after its 202, which waits for the log's write, so
+/// the poll for it is armed before the bytes come and almost every request cost one IPI.
+/// On this project's VM, where an IPI costs microseconds, that was ~20,000 IPIs a second
+/// and a sixth of the shard's core; with cooperative task running it is none, and durable
+/// single-event requests went from ~50k to ~85k per second (bench/results/2026-12-06-io-uring-ipis.md).
+///
+/// glommio 0.9 sets no such flag and offers no way to, so the binary wraps liburing's
+/// `io_uring_queue_init_params` at link time (`--wrap`, see build.rs) and adds it there,
+/// for every ring but polled (`IOPOLL`) and kernel-polled (`SQPOLL`) ones. A kernel that
+/// refuses the flag gets glommio's ring unchanged, and a warning.
+///
+/// # Safety
+/// Called by glommio with liburing's arguments; `params` points to a `struct
+/// io_uring_params`, whose `flags` is its third `u32`.
+#[no_mangle]
+unsafe extern "C" fn __wrap_io_uring_queue_init_params(
+    entries: c_uint,
+    ring: *mut c_void,
+    params: *mut c_uint,
+) -> c_int {
+    const IOPOLL: c_uint = 1 << 0;
+    const SQPOLL: c_uint = 1 << 1;
+    const COOP_TASKRUN: c_uint = 1 << 8;
+    static REPORTED: Once = Once::new();
+    let flags_at = params.add(2);
+    let flags = *flags_at;
+    if flags & (IOPOLL | SQPOLL) != 0 {
+        return __real_io_uring_queue_init_params(entries, ring, params);
+    }
+    *flags_at = flags | COOP_TASKRUN;
+    let result = __real_io_uring_queue_init_params(entries, ring, params);
+    if result != -libc::EINVAL {
+        if result == 0 {
+            REPORTED.call_once(|| {
+                tracing::info!(
+                    "io_uring rings run completion work cooperatively (IORING_SETUP_COOP_TASKRUN)"
+                )
+            });
+        }
+        return result;
+    }
+    *flags_at = flags;
+    REPORTED.call_once(|| {
+        tracing::warn!("the kernel refused IORING_SETUP_COOP_TASKRUN (it needs Linux 5.19): completions interrupt the shards, which costs CPU")
+    });
+    __real_io_uring_queue_init_params(entries, ring, params)
+}
+
+extern "C" {
+    /// liburing's own `io_uring_queue_init_params`, under the name `--wrap` gives it.
+    fn __real_io_uring_queue_init_params(
+        entries: c_uint,
+        ring: *mut c_void,
+        params: *mut c_uint,
+    ) -> c_int;
+}
 
 fn main() -> std::process::ExitCode {
     tidegate::app::main()
