@@ -567,39 +567,9 @@ fn stored_segments_are_deleted_while_serving() {
 /// linked in, nothing reports the set-up.
 #[test]
 fn io_uring_rings_run_completion_work_cooperatively() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::{Command, Stdio};
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--sink",
-            "blackhole",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tidegate");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "{line:?}");
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let (status, stderr) =
+        support::logs_of_a_run(&["--shards", "2", "--sink", "blackhole"], Some("info"));
+    assert!(status.success());
     if stderr.contains("refused IORING_SETUP_COOP_TASKRUN") {
         eprintln!("skipped: this kernel has no IORING_SETUP_COOP_TASKRUN (Linux 5.19)");
         return;

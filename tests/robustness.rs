@@ -276,34 +276,8 @@ fn sigint_drains_like_sigterm() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidegate"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--log-format",
-            "json",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert!(line.contains("listening on"), "{line}");
-    support::signal(child.id(), "TERM");
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let logs = String::from_utf8(out.stderr).unwrap();
+    let (status, logs) = support::logs_of_a_run(&["--shards", "1", "--log-format", "json"], None);
+    assert!(status.success());
     let lines: Vec<&str> = logs.lines().collect();
     assert!(lines.len() >= 2, "{logs}");
     for l in lines {

@@ -147,6 +147,33 @@ pub fn signal(pid: u32, name: &str) {
     assert!(ok, "kill -{name} {pid}");
 }
 
+/// Starts tidegate on a fresh data directory with `args` and the log filter `rust_log`
+/// (`None`: RUST_LOG unset, so the configured level applies), waits until it serves, stops
+/// it with SIGTERM, and returns how it exited and what it logged.
+pub fn logs_of_a_run(args: &[&str], rust_log: Option<&str>) -> (ExitStatus, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+    command
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match rust_log {
+        Some(filter) => command.env("RUST_LOG", filter),
+        None => command.env_remove("RUST_LOG"),
+    };
+    let mut child = command.spawn().expect("start tidegate");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("listening on"), "{line:?}");
+    signal(child.id(), "TERM");
+    let out = child.wait_with_output().unwrap();
+    (out.status, String::from_utf8(out.stderr).unwrap())
+}
+
 pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
