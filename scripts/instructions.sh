@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by callgrind: repeatable where timings are not.
 #
-#   [ACK=memory|durable] [KEYED=1] [REFUSED=1] scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
+#   [ACK=memory|durable] [KEYED=1] [REFUSED=1] [CONNECTIONS=C] scripts/instructions.sh [BINARY] [SCENARIO] [REQUESTS] [RUNS]
 #
 # Starts BINARY (default target/release/tidegate) under callgrind with one shard and the
 # blackhole sink (or the baseline server, if BINARY is baseline-server), sends REQUESTS requests of bench/wrk/SCENARIO.lua's body on one
@@ -16,6 +16,9 @@
 # batch is flushed at 500 events (about what 10 ms holds at native speed), never by time,
 # so each run does the same work. The whole count is still repeated RUNS times (default 5)
 # and reported as the median with the lowest and highest run.
+#
+# CONNECTIONS=C (default 1) keeps C requests in flight, one per connection, as a loaded
+# server sees them; with one, every request also pays for the shard parking and waking.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 binary=${1:-target/release/tidegate}
@@ -26,9 +29,10 @@ command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq
 # client ADDR SCENARIO N EXPECT: sends N requests on one keep-alive connection, each
 # answered EXPECT (202 or 503); EXPECT=fill sends until the first 503.
 client() {
-  python3 - "$1" "$2" "$3" "$4" "${KEYED:-}" <<'PY'
+  python3 - "$1" "$2" "$3" "$4" "${KEYED:-}" "${5:-1}" <<'PY'
 import json, socket, sys
 addr, scenario, n, expect, keyed = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+connections = int(sys.argv[6])
 event = lambda i: json.dumps({"user_id": "user-%06d" % i, "event_type": "screen_view",
     "event_time": "2024-05-01T12:00:%02d.123Z" % (i % 60),
     "payload": {"screen": "home", "app_version": "4.2.1", "os": "android", "n": i}},
@@ -40,11 +44,17 @@ host, port = addr.split(":")
 key = "x-api-key: tg_bench_0123456789abcdef\r\n" if keyed else ""
 request = ("POST /v1/events HTTP/1.1\r\nHost: %s\r\ncontent-type: application/json\r\n"
            "%scontent-length: %d\r\n\r\n%s" % (addr, key, len(body), body)).encode()
-conn = socket.create_connection((host, int(port)))
-conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-pending = b""
-for _ in range(n):
-    conn.sendall(request)
+# CONNECTIONS=C: C keep-alive connections, each sent one request per wave before any answer
+# is read, so the server finds C requests per poll as under load, not one (then every
+# request also pays for the shard parking and waking; C=1 counts exactly that).
+conns = []
+for _ in range(connections):
+    c = socket.create_connection((host, int(port)))
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conns.append([c, b""])
+
+def answer(state):
+    conn, pending = state
     while b"\r\n\r\n" not in pending:
         pending += conn.recv(65536)
     head, _, pending = pending.partition(b"\r\n\r\n")
@@ -53,8 +63,17 @@ for _ in range(n):
     length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
     while len(pending) < length:
         pending += conn.recv(65536)
-    pending = pending[length:]
-    if expect == "fill" and status == "503":
+    state[1] = pending[length:]
+    return status
+
+sent = 0
+while sent < n:
+    wave = conns[: min(len(conns), n - sent)]
+    for state in wave:
+        state[0].sendall(request)
+    sent += len(wave)
+    statuses = [answer(state) for state in wave]
+    if expect == "fill" and "503" in statuses:
         break
 PY
 }
@@ -102,11 +121,13 @@ count_once() {
   # With REFUSED, fill the ring first: requests until the first 503.
   [[ -n ${REFUSED:-} ]] && client "$addr" "$scenario" 1000 fill
   callgrind_control -z "$pid" >/dev/null 2>&1
-  client "$addr" "$scenario" "$requests" "$expect"
+  client "$addr" "$scenario" "$requests" "$expect" "${CONNECTIONS:-1}"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill -KILL "$pid"; wait "$pid" 2>/dev/null || true
   dump=$(ls -t "$work"/cg.out.* | head -1)
   total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  # KEEP_PROFILE=FILE keeps the last run's profile, for callgrind_annotate.
+  [[ -n ${KEEP_PROFILE:-} ]] && cp "$dump" "$KEEP_PROFILE"
   echo "$((total / requests))"
   rm -rf "$work"
 }
