@@ -301,16 +301,17 @@ impl Generator {
             let timeout_ptr = timeout
                 .as_ref()
                 .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            let polled = Instant::now();
             if spinning {
                 // Let a runnable kernel worker go first. The disk's completions run on a
                 // worker of the core that took the interrupt, which may be this one: a
                 // loop that never yields would hold an O_DSYNC write's completion until
                 // its time slice ends, milliseconds later, and measure that as the
-                // server's latency.
+                // server's latency. Time given away here is idle time, not busy.
                 // SAFETY: no arguments.
                 unsafe { libc::sched_yield() };
             }
-            let polled = Instant::now();
+            let yielded = Instant::now();
             // SAFETY: `events` outlives the call; a null timeout waits for an event.
             let ready = unsafe {
                 libc::epoll_pwait2(
@@ -333,7 +334,7 @@ impl Generator {
             let now = Instant::now();
             self.busy += polled - turn;
             if spinning && ready > 0 {
-                self.busy += now - polled;
+                self.busy += now - yielded;
             }
             for event in &events[..ready as usize] {
                 let c = event.u64 as usize;
