@@ -117,7 +117,7 @@ impl From<UnavailableCause> for BodyError {
 /// the body passes `limit` bytes, does not fit the budget, or misses its deadline.
 /// `declared` is the Content-Length, when there is one (already checked against `limit`).
 pub async fn read_limited(
-    body: Incoming,
+    mut body: Incoming,
     limit: usize,
     declared: Option<usize>,
     timeout: BodyTimeout,
@@ -128,7 +128,7 @@ pub async fn read_limited(
         Some(len) => charge.grow(into, len, limit)?,
         None => charge.cover(into.capacity())?,
     }
-    each_frame(body, timeout, |data| {
+    each_frame(&mut body, timeout, |data| {
         if into.len() + data.len() > limit {
             return Err(BodyError::TooLarge { limit });
         }
@@ -141,22 +141,65 @@ pub async fn read_limited(
 
 /// Reads the body to its end and drops it, within the same limit and deadline as
 /// [`read_limited`]: for a request already answered, so that its connection can carry the
-/// next one. Nothing is kept, so nothing is charged.
-pub async fn discard(body: Incoming, limit: usize, timeout: BodyTimeout) -> Result<(), BodyError> {
-    let mut seen = 0;
-    each_frame(body, timeout, |data| {
-        seen += data.len();
-        if seen > limit {
-            return Err(BodyError::TooLarge { limit });
-        }
-        Ok(())
+/// next one. Nothing is kept, so nothing is charged. `seen` is what an earlier
+/// [`drop_arrived`] already dropped of it.
+pub async fn discard(
+    mut body: Incoming,
+    limit: usize,
+    timeout: BodyTimeout,
+    seen: usize,
+) -> Result<(), BodyError> {
+    let mut seen = seen;
+    each_frame(&mut body, timeout, |data| {
+        drop_within(&mut seen, data, limit)
     })
     .await
 }
 
+/// What [`drop_arrived`] did with a body.
+pub enum Dropped {
+    /// All of it: the connection can carry the next request.
+    Whole,
+    /// It broke its limit or its framing: the connection cannot go on.
+    Failed,
+    /// Part of it is still on its way: `seen` bytes were dropped, the rest is for
+    /// [`discard`].
+    Partly { body: Incoming, seen: usize },
+}
+
+/// Drops what of the body arrives within `wait`, in the caller's task.
+///
+/// A refused request is answered before its body is read, and what was left of the body
+/// used to be dropped by a task of its own. Each piece of the body then passed from the
+/// connection's task to that task and back, and under overload every such hand-off waited
+/// a round of the shard's queue. With 256 clients sending 100-event bodies, one refusal in
+/// a hundred took 11–37 ms against a median of 2.7. Here, what has arrived with the head
+/// is dropped at once. Only a body that is still on its way goes to a task of its own, and
+/// its answer waits `wait` at most.
+pub async fn drop_arrived(mut body: Incoming, limit: usize, wait: Duration) -> Dropped {
+    let quick = BodyTimeout {
+        initial: wait,
+        min_bytes_per_second: u64::MAX,
+    };
+    let mut seen = 0;
+    match each_frame(&mut body, quick, |data| drop_within(&mut seen, data, limit)).await {
+        Ok(()) => Dropped::Whole,
+        Err(BodyError::TimedOut) => Dropped::Partly { body, seen },
+        Err(_) => Dropped::Failed,
+    }
+}
+
+fn drop_within(seen: &mut usize, data: &[u8], limit: usize) -> Result<(), BodyError> {
+    *seen += data.len();
+    if *seen > limit {
+        return Err(BodyError::TooLarge { limit });
+    }
+    Ok(())
+}
+
 /// Hands each data frame of the body to `take` until the body ends, under its deadline.
 async fn each_frame(
-    mut body: Incoming,
+    body: &mut Incoming,
     timeout: BodyTimeout,
     mut take: impl FnMut(&[u8]) -> Result<(), BodyError>,
 ) -> Result<(), BodyError> {

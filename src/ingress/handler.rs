@@ -19,7 +19,7 @@ use hyper::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST
 use hyper::{Method, Request, StatusCode, Version};
 
 use super::auth::{ApiKeys, Key};
-use super::body::{self, BodyError, BodyTimeout, ContentEncoding};
+use super::body::{self, BodyError, BodyTimeout, ContentEncoding, Dropped};
 use super::cors::{self, CorsPolicy, OriginCheck};
 use super::metrics::{EventRejection, IngressMetrics, RequestRejection, Route};
 use super::response::{self, Reply};
@@ -411,6 +411,11 @@ fn ready(ctx: &IngressContext) -> Reply {
     response::json(status, body)
 }
 
+/// How long a refused request's answer waits for the rest of its body to arrive, so that
+/// the body is dropped in the connection's own task rather than in one of its own (see
+/// [`body::drop_arrived`]). A client that sends its body late gets its 503 this much later.
+const ARRIVING_BODY_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
+
 fn reject(ctx: &IngressContext, why: RequestRejection, reply: Reply) -> Reply {
     ctx.metrics().request_rejected(why);
     reply
@@ -466,11 +471,13 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>)
         ctx.producer.is_some(),
     );
     if let Some(cause) = refusal {
-        // Answered before the body is read. As nginx does with a refused request's body,
-        // the body is then read and dropped in the background, within the usual limit and
-        // deadline, so that the connection stays open for the client's retry: a new
-        // connection per refusal cost more than the refusal itself under overload. A client
-        // waiting for 100 Continue is not asked for its body: the connection closes.
+        // Decided before the body is read. As nginx does with a refused request's body,
+        // the body is then dropped, within the usual limit and deadline, so that the
+        // connection stays open for the client's retry: a new connection per refusal cost
+        // more than the refusal itself under overload. What arrived with the head is
+        // dropped here, before answering; the rest, if any, is dropped in the background
+        // and the answer goes out after ARRIVING_BODY_WAIT at most. A client waiting for
+        // 100 Continue is not asked for its body: the connection closes.
         let reply = unavailable(ctx, cause);
         if req.headers().contains_key(EXPECT) {
             return response::closing(reply);
@@ -478,13 +485,16 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>)
         if hyper::body::Body::is_end_stream(req.body()) {
             return reply;
         }
-        glommio::spawn_local(body::discard(
-            req.into_body(),
-            ctx.limits.max_body_bytes,
-            ctx.limits.body_timeout,
-        ))
-        .detach();
-        return reply;
+        let limit = ctx.limits.max_body_bytes;
+        return match body::drop_arrived(req.into_body(), limit, ARRIVING_BODY_WAIT).await {
+            Dropped::Whole => reply,
+            Dropped::Failed => response::closing(reply),
+            Dropped::Partly { body, seen } => {
+                let timeout = ctx.limits.body_timeout;
+                glommio::spawn_local(body::discard(body, limit, timeout, seen)).detach();
+                reply
+            }
+        };
     }
 
     let mut raw = ctx.take_buffer();
