@@ -51,7 +51,7 @@ p99=$(awk '$1 == "99%" { print $2 }' "$work/wrk.txt")
 rps=$(awk '/^Requests\/sec/ { print $2 }' "$work/wrk.txt")
 budget_kib=$(( (ring_mib << 10) ))
 
-out="bench/results/overload-$(date -u +%Y%m%d-%H%M).md"
+out="bench/results/overload-$(date -u +%Y%m%d-%H%M%S).md"
 {
   echo "# Overload run, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
