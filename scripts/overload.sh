@@ -8,7 +8,8 @@
 # CONNECTIONS connections) on CPU 1 for SECONDS while sampling the server's RSS every
 # 100 ms. Once the ring is full every answer is a 503, so wrk's latency percentiles in
 # that phase are the 503 latencies. Reports the 503 share, their p50/p99, and peak RSS
-# against the configured buffer budget. Acknowledgement is `memory` unless ACK says
+# against the ring's budget and the README's memory formula for this configuration (RSS
+# growth over idle is what the formula bounds). Acknowledgement is `memory` unless ACK says
 # otherwise: with the spool sink and durable acknowledgement the log is the store, and a
 # stalled sink fills nothing.
 set -euo pipefail
@@ -23,8 +24,19 @@ cargo build --release --quiet --bin tidegate --features test-hooks
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 touch "$work/stall"
-TIDEGATE_RING_CAPACITY_BYTES=$((ring_mib << 20)) TIDEGATE_RING_CAPACITY_EVENTS=10000000 \
-  taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --data-dir "$work/data" \
+# Connection slots just above what wrk opens, so that the memory formula is this run's.
+export TIDEGATE_RING_CAPACITY_BYTES=$((ring_mib << 20)) TIDEGATE_RING_CAPACITY_EVENTS=10000000 \
+  TIDEGATE_SERVER_MAX_CONNECTIONS_PER_SHARD=$((connections + 16))
+# The README's memory formula for one shard, from the effective configuration.
+formula_kib=$(target/release/tidegate config print | awk -F' = ' '
+  { v[$1] = $2 }
+  END {
+    head = v["max_header_bytes"] > 8192 ? v["max_header_bytes"] : 8192
+    b = v["max_connections_per_shard"] * (2 * head + 16384) + v["max_inflight_body_bytes"] \
+      + v["max_decompressed_bytes"] * 32 + 16 * 1048576 + v["capacity_bytes"]
+    printf "%d", b / 1024
+  }')
+taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --data-dir "$work/data" \
   --log-level error --ack "${ACK:-memory}" --test-stall-file "$work/stall" >"$work/out" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.05; done
@@ -58,11 +70,11 @@ out="bench/results/overload-$(date -u +%Y%m%d-%H%M%S).md"
   echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). tidegate (1 shard, spool sink stalled, ${ACK:-memory} acknowledgement) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
   echo "Command: \`ACK=${ACK:-memory} scripts/overload.sh $seconds $connections $ring_mib\`"
   echo
-  echo "| requests | requests/s | 503 share | 503 p50 | 503 p99 | ring filled (bytes) | RSS idle | RSS peak | ring budget |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| requests | requests/s | 503 share | 503 p50 | 503 p99 | ring filled (bytes) | RSS idle | RSS peak | ring budget | RSS growth | memory formula |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   awk -v r="$requests" -v n="$non2xx" 'BEGIN { printf "| %s | ", r }'
   awk -v rps="$rps" -v r="$requests" -v n="$non2xx" -v p50="$p50" -v p99="$p99" -v f="$filled" \
-    -v idle="$idle_rss" -v peak="$peak" -v b="$budget_kib" \
-    'BEGIN { printf "%s | %.4f | %s | %s | %d | %.1f MiB | %.1f MiB | %.1f MiB |\n", rps, (r ? n / r : 0), p50, p99, f, idle / 1024, peak / 1024, b / 1024 }'
+    -v idle="$idle_rss" -v peak="$peak" -v b="$budget_kib" -v formula="$formula_kib" \
+    'BEGIN { printf "%s | %.4f | %s | %s | %d | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB | %.1f MiB |\n", rps, (r ? n / r : 0), p50, p99, f, idle / 1024, peak / 1024, b / 1024, (peak - idle) / 1024, formula / 1024 }'
 } | tee "$out"
 echo "written to $out"
