@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Overload run: the sink is stalled, offered load far exceeds what can be taken.
 #
-#   [ACK=memory|durable] scripts/overload.sh [SECONDS] [CONNECTIONS] [RING_MIB]
+#   [ACK=memory|durable] [SINK=spool|blackhole] [BIN=path] scripts/overload.sh [SECONDS] [CONNECTIONS] [RING_MIB]
 #
 # Starts tidegate (1 shard, spool sink stalled through the test-only gate, ring bounded to
 # RING_MIB MiB) on CPU 0, fills its ring, then drives wrk (100-event requests,
@@ -11,7 +11,8 @@
 # against the ring's budget and the README's memory formula for this configuration (RSS
 # growth over idle is what the formula bounds). Acknowledgement is `memory` unless ACK says
 # otherwise: with the spool sink and durable acknowledgement the log is the store, and a
-# stalled sink fills nothing.
+# stalled sink fills nothing, so ACK=durable wants SINK=blackhole. Then the write-ahead log
+# is what fills: it is bounded to 4 x RING_MIB, and its refusals are 503 log_full.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
@@ -19,16 +20,19 @@ connections=${2:-256}
 ring_mib=${3:-16}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 # The stall file that fills the ring is a test hook, compiled in only with test-hooks.
-cargo build --release --quiet --bin tidegate --features test-hooks
+# BIN runs another build (one made with --features test-hooks), for same-run comparisons.
+binary=${BIN:-target/release/tidegate}
+[[ -n ${BIN:-} ]] || cargo build --release --quiet --bin tidegate --features test-hooks
 
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 touch "$work/stall"
 # Connection slots just above what wrk opens, so that the memory formula is this run's.
 export TIDEGATE_RING_CAPACITY_BYTES=$((ring_mib << 20)) TIDEGATE_RING_CAPACITY_EVENTS=10000000 \
-  TIDEGATE_SERVER_MAX_CONNECTIONS_PER_SHARD=$((connections + 16))
+  TIDEGATE_SERVER_MAX_CONNECTIONS_PER_SHARD=$((connections + 16)) \
+  TIDEGATE_DURABILITY_MAX_LOG_BYTES=$((4 * ring_mib << 20))
 # The README's memory formula for one shard, from the effective configuration.
-formula_kib=$(target/release/tidegate config print | awk -F' = ' '
+formula_kib=$("$binary" config print | awk -F' = ' '
   { v[$1] = $2 }
   END {
     head = v["max_header_bytes"] > 8192 ? v["max_header_bytes"] : 8192
@@ -36,8 +40,8 @@ formula_kib=$(target/release/tidegate config print | awk -F' = ' '
       + v["max_decompressed_bytes"] * 32 + 16 * 1048576 + v["capacity_bytes"]
     printf "%d", b / 1024
   }')
-taskset -c 0 target/release/tidegate --listen 127.0.0.1:0 --shards 1 --data-dir "$work/data" \
-  --log-level error --ack "${ACK:-memory}" --test-stall-file "$work/stall" >"$work/out" 2>&1 &
+taskset -c 0 "$binary" --listen 127.0.0.1:0 --shards 1 --data-dir "$work/data" \
+  --log-level error --ack "${ACK:-memory}" --sink "${SINK:-spool}" --test-stall-file "$work/stall" >"$work/out" 2>&1 &
 pid=$!
 for _ in $(seq 100); do grep -q 'listening on' "$work/out" 2>/dev/null && break; sleep 0.05; done
 url=$(grep -o 'http://[0-9.:]*' "$work/out" | head -1)
@@ -67,8 +71,8 @@ out="bench/results/overload-$(date -u +%Y%m%d-%H%M%S).md"
 {
   echo "# Overload run, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). tidegate (1 shard, spool sink stalled, ${ACK:-memory} acknowledgement) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
-  echo "Command: \`ACK=${ACK:-memory} scripts/overload.sh $seconds $connections $ring_mib\`"
+  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). tidegate (1 shard, ${SINK:-spool} sink stalled, ${ACK:-memory} acknowledgement) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
+  echo "Command: \`ACK=${ACK:-memory} SINK=${SINK:-spool} scripts/overload.sh $seconds $connections $ring_mib\`"
   echo
   echo "| requests | requests/s | 503 share | 503 p50 | 503 p99 | ring filled (bytes) | RSS idle | RSS peak | ring budget | RSS growth | memory formula |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"

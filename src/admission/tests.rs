@@ -160,6 +160,48 @@ fn a_ring_that_refused_sheds_load_until_an_eighth_is_free() {
     assert_eq!(certain(), None);
 }
 
+/// In durable mode, a log that refused a request refuses every request from its head until
+/// an eighth of `durability.max_log_bytes` is free again, though a small request would fit
+/// sooner.
+#[test]
+fn a_log_that_refused_sheds_load_until_an_eighth_is_free() {
+    use crate::log::ShardLog;
+    // Two events well above the smallest an event can encode to.
+    let (chunk, ends) = (Bytes::from(vec![b'a'; 400]), vec![200, 400]);
+    let ring = shard_ring(16);
+    let log = ShardLog::detached(8000);
+    let certain = || certain_refusal(&mut ring.borrow_mut(), false, Some(&log), false);
+    let admit_one = || {
+        admit(
+            &mut ring.borrow_mut(),
+            &chunk,
+            &ends,
+            false,
+            Some(&log),
+            None,
+        )
+    };
+    let request_bytes = framed_bytes(chunk.len(), ends.len());
+    // Requests wait on disk, and the log has room for the smallest event but not this
+    // request: not refused before the body, refused after it, and the log starts shedding.
+    log.hold(8000 - request_bytes + 1, 1);
+    assert_eq!(certain(), None);
+    assert_eq!(admit_one().unwrap_err(), UnavailableCause::LogFull);
+    assert_eq!(certain(), Some(UnavailableCause::LogFull));
+    // Room for this request again, but under an eighth free.
+    log.pretend_stored(request_bytes);
+    assert_eq!(certain(), Some(UnavailableCause::LogFull));
+    // One byte short of an eighth free, then an eighth: requests are read again, and
+    // shedding ends.
+    log.pretend_stored(1000 - 2 * request_bytes);
+    assert_eq!(certain(), Some(UnavailableCause::LogFull));
+    log.pretend_stored(1);
+    assert_eq!(certain(), None);
+    log.hold(500, 1);
+    assert_eq!(certain(), None, "shedding ended once an eighth was free");
+    assert!(matches!(admit_one(), Ok(Admission::DiskOnly)));
+}
+
 /// A refusal is certain before the body only when no body could be taken: the smallest
 /// event does not fit anywhere, or the shard is shutting down; never with an overflow.
 #[test]

@@ -177,6 +177,9 @@ pub struct ShardLog {
     peeked: Cell<usize>,
     unstored_bytes: Cell<u64>,
     max_bytes: u64,
+    /// Admission refuses requests from their head until the log drains (see
+    /// `admission::certain_refusal`).
+    shedding: Cell<bool>,
     /// The log is the store (the spool sink): what is synced is stored.
     is_store: bool,
     dir: PathBuf,
@@ -205,6 +208,7 @@ impl ShardLog {
             peeked: Cell::new(0),
             unstored_bytes: Cell::new(0),
             max_bytes,
+            shedding: Cell::new(false),
             is_store,
             dir,
             gathering: RefCell::new(Group::default()),
@@ -314,6 +318,20 @@ impl ShardLog {
     /// Whether records of `bytes` (framed) fit under `durability.max_log_bytes`.
     pub fn has_room(&self, bytes: u64) -> bool {
         self.unstored_bytes.get() + bytes <= self.max_bytes
+    }
+
+    /// Whether one part in `parts` of `durability.max_log_bytes` is free.
+    pub fn has_free_part(&self, parts: u64) -> bool {
+        self.has_room(self.max_bytes / parts)
+    }
+
+    /// Whether admission is refusing requests until the log drains.
+    pub fn is_shedding(&self) -> bool {
+        self.shedding.get()
+    }
+
+    pub fn set_shedding(&self, shedding: bool) {
+        self.shedding.set(shedding);
     }
 
     /// Whether synced disk-only requests wait to be read back.
@@ -546,6 +564,12 @@ impl ShardLog {
     pub(crate) fn hold(&self, bytes: u64, disk_only_requests: usize) {
         self.add_unstored(bytes as i64);
         self.disk_only_requests.set(disk_only_requests);
+    }
+
+    /// Pretends `bytes` of the records held have been stored (admission's unit tests).
+    #[cfg(test)]
+    pub(crate) fn pretend_stored(&self, bytes: u64) {
+        self.add_unstored(-(bytes as i64));
     }
 
     /// Everything in the log so far is stored (replayed into the sink at start).
