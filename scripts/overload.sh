@@ -72,7 +72,7 @@ out="bench/results/overload-$(date -u +%Y%m%d-%H%M%S).md"
   echo "# Overload run, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). tidegate (1 shard, ${SINK:-spool} sink stalled, ${ACK:-memory} acknowledgement) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
-  echo "Command: \`ACK=${ACK:-memory} SINK=${SINK:-spool} scripts/overload.sh $seconds $connections $ring_mib\`"
+  echo "Command: \`ACK=${ACK:-memory} SINK=${SINK:-spool}${BIN:+ BIN=$BIN} scripts/overload.sh $seconds $connections $ring_mib\`"
   echo
   echo "| requests | requests/s | 503 share | 503 p50 | 503 p99 | ring filled (bytes) | RSS idle | RSS peak | ring budget | RSS growth | memory formula |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|"
