@@ -147,9 +147,8 @@ pub async fn discard(
     mut body: Incoming,
     limit: usize,
     timeout: BodyTimeout,
-    seen: usize,
+    mut seen: usize,
 ) -> Result<(), BodyError> {
-    let mut seen = seen;
     each_frame(&mut body, timeout, |data| {
         drop_within(&mut seen, data, limit)
     })
