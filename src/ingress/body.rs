@@ -19,6 +19,7 @@ use std::io::Read;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use glommio::timer::Timer;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -113,9 +114,16 @@ impl From<UnavailableCause> for BodyError {
     }
 }
 
-/// Appends the whole body to `into`, charging its memory to `charge`. Fails as soon as
-/// the body passes `limit` bytes, does not fit the budget, or misses its deadline.
-/// `declared` is the Content-Length, when there is one (already checked against `limit`).
+/// Reads the whole body, charging its memory to `charge`. Fails as soon as the body passes
+/// `limit` bytes, does not fit the budget, or misses its deadline. `declared` is the
+/// Content-Length, when there is one (already checked against `limit`).
+///
+/// A body that comes in one frame, as one that arrives with its head or in one read does,
+/// is returned as that frame: a slice of the connection's read buffer, parsed where it
+/// lies. Copying it out cost a memcpy of the whole body per request, a third of all the
+/// copies of a 100-event body. Only a body in several frames is gathered into `into`
+/// (`Ok(None)`). The charge covers the body either way: the frame holds the read buffer
+/// until the caller drops it.
 pub async fn read_limited(
     mut body: Incoming,
     limit: usize,
@@ -123,20 +131,39 @@ pub async fn read_limited(
     timeout: BodyTimeout,
     charge: &mut BodyCharge,
     into: &mut Vec<u8>,
-) -> Result<(), BodyError> {
+) -> Result<Option<Bytes>, BodyError> {
     match declared {
-        Some(len) => charge.grow(into, len, limit)?,
+        // Charged before a byte is read, so that a body that does not fit is refused first.
+        Some(len) => charge.raise_to(len)?,
         None => charge.cover(into.capacity())?,
     }
+    let mut first: Option<Bytes> = None;
     each_frame(&mut body, timeout, |data| {
-        if into.len() + data.len() > limit {
+        let held = first.as_ref().map_or(into.len(), Bytes::len);
+        if held + data.len() > limit {
             return Err(BodyError::TooLarge { limit });
         }
-        charge.grow(into, data.len(), limit)?;
-        into.extend_from_slice(data);
+        if into.is_empty() && first.is_none() {
+            // A chunked body announced no length: its first frame is charged as it comes.
+            charge.raise_to(data.len())?;
+            first = Some(data);
+            return Ok(());
+        }
+        let earlier = first.take();
+        let earlier = earlier.as_deref().unwrap_or_default();
+        // Gathering starts once, at the second frame: room for the whole declared body then.
+        let room = earlier.len() + data.len();
+        let room = match declared {
+            Some(len) if into.is_empty() => room.max(len),
+            _ => room,
+        };
+        charge.grow(into, room, limit)?;
+        into.extend_from_slice(earlier);
+        into.extend_from_slice(&data);
         Ok(())
     })
-    .await
+    .await?;
+    Ok(first)
 }
 
 /// Reads the body to its end and drops it, within the same limit and deadline as
@@ -150,7 +177,7 @@ pub async fn discard(
     mut seen: usize,
 ) -> Result<(), BodyError> {
     each_frame(&mut body, timeout, |data| {
-        drop_within(&mut seen, data, limit)
+        drop_within(&mut seen, &data, limit)
     })
     .await
 }
@@ -181,7 +208,11 @@ pub async fn drop_arrived(mut body: Incoming, limit: usize, wait: Duration) -> D
         min_bytes_per_second: u64::MAX,
     };
     let mut seen = 0;
-    match each_frame(&mut body, quick, |data| drop_within(&mut seen, data, limit)).await {
+    match each_frame(&mut body, quick, |data| {
+        drop_within(&mut seen, &data, limit)
+    })
+    .await
+    {
         Ok(()) => Dropped::Whole,
         Err(BodyError::TimedOut) => Dropped::Partly { body, seen },
         Err(_) => Dropped::Failed,
@@ -200,7 +231,7 @@ fn drop_within(seen: &mut usize, data: &[u8], limit: usize) -> Result<(), BodyEr
 async fn each_frame(
     body: &mut Incoming,
     timeout: BodyTimeout,
-    mut take: impl FnMut(&[u8]) -> Result<(), BodyError>,
+    mut take: impl FnMut(Bytes) -> Result<(), BodyError>,
 ) -> Result<(), BodyError> {
     let started = Instant::now();
     let mut received = 0u64;
@@ -234,7 +265,7 @@ async fn each_frame(
         };
         if let Ok(data) = frame?.into_data() {
             received += data.len() as u64;
-            take(&data)?;
+            take(data)?;
         }
     }
 }

@@ -508,18 +508,22 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>)
         &mut raw,
     )
     .await;
-    if let Err(err) = read {
-        drop(charge);
-        ctx.return_buffer(raw);
-        return body_error(ctx, err);
-    }
+    let frame = match read {
+        Ok(frame) => frame,
+        Err(err) => {
+            drop(charge);
+            ctx.return_buffer(raw);
+            return body_error(ctx, err);
+        }
+    };
+    let received = frame.as_deref().unwrap_or(&raw);
     let decided = if encoding == ContentEncoding::Identity {
-        parse_and_admit(ctx, &raw, format, key)
+        parse_and_admit(ctx, received, format, key)
     } else {
         let mut decoded = ctx.take_buffer();
         let decided = match body::decompress(
             encoding,
-            &raw,
+            received,
             ctx.limits.max_decompressed_bytes,
             &mut decoded,
         ) {
@@ -529,6 +533,7 @@ async fn ingest(ctx: &IngressContext, req: Request<Incoming>, key: Option<&Key>)
         ctx.return_buffer(decoded);
         decided
     };
+    drop(frame);
     drop(charge);
     ctx.return_buffer(raw);
     match decided {
