@@ -17,6 +17,11 @@
 # so each run does the same work. The whole count is still repeated RUNS times (default 5)
 # and reported as the median with the lowest and highest run.
 #
+# Compare binaries built by the same command. scripts/load.sh builds tidegate together with
+# the baseline example, which brings in the dev-dependencies and so (probably through
+# feature unification) other code: the same source counted 495.5k per 100-event request
+# built that way and 486.7k built by `cargo build --release`.
+#
 # CONNECTIONS=C (default 1) keeps C requests in flight, one per connection, as a loaded
 # server sees them; with one, every request also pays for the shard parking and waking.
 set -euo pipefail
