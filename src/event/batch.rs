@@ -263,12 +263,13 @@ impl Run<'_, '_> {
         }
         parse.work.clear();
         copy_padded(parse.work, body, self.neutralise);
+        let parsed_at = parse.work.as_ptr() as usize;
         simd_json::fill_tape_padded(parse.work, body.len(), parse.buffers, tape)
             .map_err(|e| malformed(&e, 0, None))?;
         let nodes = &tape.0;
         let structurals = parse.buffers.structural_indexes();
-        parse.starts.index(body, structurals, nodes.len());
-        let source = Source::new(body, structurals, parse.starts);
+        parse.starts.forget();
+        let source = Source::new(body, structurals, parse.starts, nodes.len(), parsed_at);
         match nodes[0] {
             simd_json::tape::Node::Object { .. } => self.event(nodes, 0, 0, source, out, batch),
             simd_json::tape::Node::Array { len, .. } => {
@@ -323,11 +324,12 @@ impl Run<'_, '_> {
             let (copy, after) =
                 std::mem::take(&mut rest).split_at_mut(line.len() + simd_json::INPUT_PADDING);
             rest = after;
+            let parsed_at = copy.as_ptr() as usize;
             simd_json::fill_tape_padded(copy, line.len(), parse.buffers, tape)
                 .map_err(|e| malformed(&e, offset, Some(line_number + 1)))?;
             let structurals = parse.buffers.structural_indexes();
-            parse.starts.index(line, structurals, tape.0.len());
-            let source = Source::new(line, structurals, parse.starts);
+            parse.starts.forget();
+            let source = Source::new(line, structurals, parse.starts, tape.0.len(), parsed_at);
             self.event(&tape.0, 0, index, source, out, batch);
             index += 1;
         }

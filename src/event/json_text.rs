@@ -48,7 +48,12 @@ pub fn write_payload<B: BufMut>(
 ) -> Result<(), PayloadError> {
     // A walk that failed part-way leaves its open keys behind.
     ctx.scratch.keys.clear();
-    match ctx.source.compact_text(at) {
+    // The payload is an event's member: the string before it on the tape is its key.
+    let key = match at.checked_sub(1).map(|key_at| nodes[key_at]) {
+        Some(Node::String(key)) => Some(key),
+        _ => None,
+    };
+    match ctx.source.compact_text(at, key) {
         Some(text) => {
             walk::<false, _>(nodes, at, 0, ctx, out)?;
             out.put_slice(text);
