@@ -11,6 +11,7 @@
 # writes the table to bench/results/load-<date>.md. SCENARIOS and TARGETS narrow a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/machine.sh
 duration=${1:-10}
 repeats=${2:-3}
 connections=${CONNECTIONS:-64}
@@ -82,9 +83,9 @@ out="bench/results/load-$(date -u +%Y%m%d-%H%M).md"
 {
   echo "# Load run $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'), kernel $(uname -r)."
+  describe_machine
   echo "Server pinned to CPU $server_cpu, wrk (1 thread, $connections connections, ${duration}s) to CPU $load_cpu; median of $repeats interleaved runs."
-  echo "Command: \`scripts/load.sh $duration $repeats\`"
+  echo "Command: \`${SCENARIOS:+SCENARIOS=\"$SCENARIOS\" }${TARGETS:+TARGETS=\"$TARGETS\" }scripts/load.sh $duration $repeats\`"
   echo
   echo "Targets without \`-memory\` run with durable acknowledgement (the default)."
   echo

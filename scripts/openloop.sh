@@ -11,6 +11,7 @@
 # table to bench/results/openloop-<date>.md. ROUNDS=N repeats the targets N times, interleaved.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/machine.sh
 scenario=${1:-single}
 seconds=${2:-10}
 shift $(( $# >= 2 ? 2 : $# ))
@@ -42,7 +43,8 @@ out="bench/results/openloop-$scenario-$(date -u +%Y%m%d-%H%M).md"
 {
   echo "# Open-loop latency, scenario $scenario, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). Server on CPU 0, load on CPU 1."
+  describe_machine
+  echo "Server on CPU 0, load on CPU 1."
   echo "Saturation: wrk, 1 thread, 64 connections, 5 s. Open loop: $connections connections, ${seconds} s at a fixed rate, latency from the intended send time."
   echo "Command: \`ROUNDS=$rounds scripts/openloop.sh $scenario $seconds ${fractions[*]}\`"
   echo

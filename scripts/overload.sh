@@ -15,6 +15,7 @@
 # is what fills: it is bounded to 4 x RING_MIB, and its refusals are 503 log_full.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/machine.sh
 seconds=${1:-10}
 connections=${2:-256}
 ring_mib=${3:-16}
@@ -71,7 +72,8 @@ out="bench/results/overload-$(date -u +%Y%m%d-%H%M%S).md"
 {
   echo "# Overload run, $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(awk -F: '/model name/ { print $2; exit }' /proc/cpuinfo | sed 's/^ *//'). tidegate (1 shard, ${SINK:-spool} sink stalled, ${ACK:-memory} acknowledgement) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
+  describe_machine
+  echo "tidegate (1 shard, ${SINK:-spool} sink stalled, ${ACK:-memory} acknowledgement) on CPU 0; wrk (1 thread, $connections connections, 100-event requests, ${seconds}s) on CPU 1."
   echo "Command: \`ACK=${ACK:-memory} SINK=${SINK:-spool}${BIN:+ BIN=$BIN} scripts/overload.sh $seconds $connections $ring_mib\`"
   echo
   echo "| requests | requests/s | 503 share | 503 p50 | 503 p99 | ring filled (bytes) | RSS idle | RSS peak | ring budget | RSS growth | memory formula |"
