@@ -19,5 +19,10 @@ describe_machine() {
     halt_poll="no cpuidle-haltpoll"
   fi
   echo "Machine: $(nproc) cores, $model, kernel $(uname -r); $halt_poll."
-  echo "Build: $commit."
+  # BIN= (overload.sh) runs a binary built elsewhere: the tree says nothing about it.
+  if [[ -n ${BIN:-} ]]; then
+    echo "Build: the binary BIN=$BIN (checked out here: $commit)."
+  else
+    echo "Build: $commit."
+  fi
 }
