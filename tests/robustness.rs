@@ -274,6 +274,44 @@ fn sigint_drains_like_sigterm() {
     assert_eq!(server.spool_cat().0.len(), 10);
 }
 
+/// An idle keep-alive connection does not hold the stop back for the grace period (30 s
+/// by default): shutdown closes it at once. Its listener is registered when the connection
+/// is first polled and not re-polled after, so this checks that registration.
+#[test]
+fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let mut server = Server::start(&["--shards", "1"]);
+    let mut idle = std::net::TcpStream::connect(server.addr).unwrap();
+    for i in 0..3u64 {
+        let body = event("idle", &uuid(81, i));
+        let request = support::encode_request(
+            "POST",
+            "/v1/events",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        );
+        idle.write_all(&request).unwrap();
+        let mut reader = std::io::BufReader::new(&idle);
+        assert_eq!(support::read_response(&mut reader).unwrap().status, 202);
+    }
+    let started = std::time::Instant::now();
+    assert!(server.terminate().success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the stop waited for the idle connection: {:?}",
+        started.elapsed()
+    );
+    idle.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut rest = Vec::new();
+    use std::io::Read;
+    assert_eq!(
+        idle.read_to_end(&mut rest).unwrap(),
+        0,
+        "closed, nothing more sent"
+    );
+    assert_eq!(server.spool_cat().0.len(), 3);
+}
+
 #[test]
 fn json_logs_are_one_object_per_line() {
     let (status, logs) = support::logs_of_a_run(&["--shards", "1", "--log-format", "json"], None);

