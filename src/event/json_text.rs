@@ -5,16 +5,17 @@
 //! re-emitted from the tape in compact form (no insignificant whitespace) straight into the
 //! event's encoded bytes, so both ways store the same text for the same value. Strings are
 //! re-escaped minimally (same value); numbers are written with the exact text the client
-//! sent, never re-formatted from a parsed value. The same walk, with or without writing,
-//! enforces the nesting limit and rejects duplicate keys: a body whose meaning depends on
-//! which of two equal keys a reader keeps is refused rather than stored ambiguously.
+//! sent, never re-formatted from a parsed value. Both ways enforce the nesting limit and
+//! reject duplicate keys (a body whose meaning depends on which of two equal keys a reader
+//! keeps is refused rather than stored ambiguously): the copy is taken only if the pass that
+//! finds it saw neither, and the walk that re-emits says which rule a payload broke.
 
 use bytes::BufMut;
 
 use crate::encoded::write_string;
 use simd_json::{tape::Node, StaticNode};
 
-use super::source::Source;
+use super::source::{CompactScratch, Source, PAIRWISE_LIMIT};
 
 /// Why a payload could not be taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub struct PayloadScratch {
     /// (key hash, tape index of the key) for every key of every object still open, for
     /// the duplicate-key check.
     keys: Vec<(u64, usize)>,
+    /// For the check of a payload copied as sent.
+    compact: CompactScratch,
 }
 
 /// What a payload walk needs besides the tape.
@@ -53,30 +56,27 @@ pub fn write_payload<B: BufMut>(
         Some(Node::String(key)) => Some(key),
         _ => None,
     };
-    match ctx.source.compact_text(at, key) {
-        Some(text) => {
-            walk::<false, _>(nodes, at, 0, ctx, out)?;
-            out.put_slice(text);
-        }
+    let max_depth = ctx.max_depth;
+    match ctx
+        .source
+        .compact_text(at, key, max_depth, &mut ctx.scratch.compact)
+    {
+        Some(text) => out.put_slice(text),
         None => {
-            walk::<true, _>(nodes, at, 0, ctx, out)?;
+            walk(nodes, at, 0, ctx, out)?;
         }
     }
     Ok(())
 }
 
-/// Keys of objects larger than this are checked for duplicates by sorting instead of a
-/// pairwise scan.
-const PAIRWISE_LIMIT: usize = 32;
-
 /// Objects with at most this many keys are checked for duplicates without the scratch
 /// stack.
 const SMALL_OBJECT: usize = 8;
 
-/// Walks the value at `nodes[at]`, checking depth and keys, and writes it as JSON text
-/// when `WRITE`; returns the index after it. `depth` is the nesting depth of the container
-/// holding this value.
-fn walk<const WRITE: bool, B: BufMut>(
+/// Walks the value at `nodes[at]`, checking depth and keys, and writes it as JSON text;
+/// returns the index after it. `depth` is the nesting depth of the container holding this
+/// value.
+fn walk<B: BufMut>(
     nodes: &[Node<'_>],
     at: usize,
     depth: usize,
@@ -85,37 +85,29 @@ fn walk<const WRITE: bool, B: BufMut>(
 ) -> Result<usize, PayloadError> {
     match nodes[at] {
         Node::Static(value) => {
-            if WRITE {
-                match ctx.source.number_text(at) {
-                    Some(text) if is_number(value) => out.put_slice(text),
-                    _ => write_static(out, value),
-                }
+            match ctx.source.number_text(at) {
+                Some(text) if is_number(value) => out.put_slice(text),
+                _ => write_static(out, value),
             }
             Ok(at + 1)
         }
         Node::String(s) => {
-            if WRITE {
-                write_string(out, s);
-            }
+            write_string(out, s);
             Ok(at + 1)
         }
         Node::Array { len, .. } => {
             if depth + 1 > ctx.max_depth {
                 return Err(PayloadError::TooDeep { max: ctx.max_depth });
             }
-            if WRITE {
-                out.put_u8(b'[');
-            }
+            out.put_u8(b'[');
             let mut next = at + 1;
             for i in 0..len {
-                if WRITE && i > 0 {
+                if i > 0 {
                     out.put_u8(b',');
                 }
-                next = walk::<WRITE, _>(nodes, next, depth + 1, ctx, out)?;
+                next = walk(nodes, next, depth + 1, ctx, out)?;
             }
-            if WRITE {
-                out.put_u8(b']');
-            }
+            out.put_u8(b']');
             Ok(next)
         }
         Node::Object { len, .. } => {
@@ -125,9 +117,7 @@ fn walk<const WRITE: bool, B: BufMut>(
             let open_keys = ctx.scratch.keys.len();
             // The keys of the usual small object stay on the stack.
             let mut small = [""; SMALL_OBJECT];
-            if WRITE {
-                out.put_u8(b'{');
-            }
+            out.put_u8(b'{');
             let mut next = at + 1;
             for i in 0..len {
                 let Node::String(key) = nodes[next] else {
@@ -147,18 +137,14 @@ fn walk<const WRITE: bool, B: BufMut>(
                         ctx.scratch.keys.push((hash, next));
                     }
                 }
-                if WRITE {
-                    if i > 0 {
-                        out.put_u8(b',');
-                    }
-                    write_string(out, key);
-                    out.put_u8(b':');
+                if i > 0 {
+                    out.put_u8(b',');
                 }
-                next = walk::<WRITE, _>(nodes, next + 1, depth + 1, ctx, out)?;
+                write_string(out, key);
+                out.put_u8(b':');
+                next = walk(nodes, next + 1, depth + 1, ctx, out)?;
             }
-            if WRITE {
-                out.put_u8(b'}');
-            }
+            out.put_u8(b'}');
             let duplicate = if len <= SMALL_OBJECT {
                 first_repeated(&small[..len])
             } else {
@@ -273,10 +259,16 @@ mod tests {
                 scratch: &mut scratch,
             };
             let mut written = Vec::new();
-            write_payload(nodes, 0, &mut ctx, &mut written)?;
+            let stored = write_payload(nodes, 0, &mut ctx, &mut written);
             let mut reemitted = Vec::new();
-            let end = walk::<true, _>(nodes, 0, 0, &mut ctx, &mut reemitted)?;
-            assert_eq!(end, nodes.len());
+            let walked = walk(nodes, 0, 0, &mut ctx, &mut reemitted);
+            // Copied or re-emitted, a payload is refused for the same reason.
+            assert_eq!(
+                stored,
+                walked.as_ref().map(|_| ()).map_err(Clone::clone),
+                "{text}"
+            );
+            assert_eq!(walked?, nodes.len());
             assert_eq!(
                 String::from_utf8_lossy(&written),
                 String::from_utf8_lossy(&reemitted)
@@ -412,6 +404,73 @@ mod tests {
                 );
             }
         });
+    }
+
+    /// Random compact payloads, keys drawn from a few so that repeats are common, nested
+    /// around the depth limit: copying and re-emitting agree on every one.
+    #[test]
+    fn copied_and_reemitted_payloads_agree_on_random_documents() {
+        struct Gen(u64);
+        impl Gen {
+            fn below(&mut self, n: u64) -> u64 {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                self.0 % n
+            }
+            /// A value nested `depth` deep; `depth` past 5 gives scalars only.
+            fn value(&mut self, depth: usize, out: &mut String) {
+                match self.below(if depth > 5 { 2 } else { 6 }) {
+                    0 => out
+                        .push_str(["1", "-0.50", "1e400", "true", "null"][self.below(5) as usize]),
+                    1 => out.push_str(["\"k\"", "\"\"", "\"k1\""][self.below(3) as usize]),
+                    2 if self.below(40) == 0 => out.push_str("{\"a\" :1}"),
+                    3 | 4 => {
+                        out.push('{');
+                        let keys = [1, 2, 3, 9, 80][self.below(5) as usize];
+                        for i in 0..self.below(keys) {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            // The members of a large object are scalars, so that it is
+                            // seldom refused for depth: its keys are what is checked.
+                            let (space, member_depth) =
+                                if keys > 9 { (2000, 6) } else { (6, depth + 1) };
+                            let key = self.below(space);
+                            out.push_str(&format!("\"k{key}\":"));
+                            self.value(member_depth, out);
+                        }
+                        out.push('}');
+                    }
+                    _ => {
+                        out.push('[');
+                        for i in 0..self.below(3) {
+                            if i > 0 {
+                                out.push(',');
+                            }
+                            self.value(depth + 1, out);
+                        }
+                        out.push(']');
+                    }
+                }
+            }
+        }
+        let mut gen = Gen(0x9e37_79b9_7f4a_7c15);
+        let (mut copied, mut refused) = (0, 0);
+        for _ in 0..2000 {
+            let mut text = String::from("{\"p\":");
+            gen.value(1, &mut text);
+            text.push('}');
+            let max_depth = 2 + gen.below(4) as usize;
+            match reemit(&text, max_depth) {
+                Ok(_) => copied += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(
+            copied > 300 && refused > 200,
+            "{copied} kept, {refused} refused"
+        );
     }
 
     #[test]

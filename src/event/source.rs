@@ -16,8 +16,11 @@
 //! A payload is copied out of the body when the copy is byte for byte what
 //! re-emitting it from the tape would write: no whitespace between its tokens and no
 //! escape in its strings. SDKs send compact JSON, so that is the usual case, and it costs
-//! one copy instead of a walk that re-escapes every string. Any other payload is re-emitted
-//! (`json_text`), its numbers still taken from the body as sent.
+//! one copy instead of a walk that re-escapes every string. The pass over its structurals
+//! that finds where it ends also checks its nesting depth and that no object repeats a
+//! key: without escapes a key's text is its value, so the tape need not be walked at all.
+//! Any other payload, and one that breaks a rule, is re-emitted (`json_text`), its numbers
+//! still taken from the body as sent; that walk names what is wrong.
 
 use std::cell::{Cell, RefCell};
 use std::ops::Range;
@@ -41,6 +44,33 @@ const NESTING: [i32; 256] = {
     table[b']' as usize] = -1;
     table
 };
+
+/// Objects with more keys than this are checked for a repeated key by sorting them when
+/// they close, rather than by comparing each new key with those before it.
+pub const PAIRWISE_LIMIT: usize = 32;
+
+/// What [`Source::compact_text`] keeps while it checks a payload, reused from payload to
+/// payload.
+#[derive(Debug, Default)]
+pub struct CompactScratch {
+    /// The keys of every object still open, outermost first: where each one's text starts
+    /// (after its opening quote) and its length.
+    keys: Vec<(u32, u32)>,
+    /// For each open container, where its keys start in `keys` ([`ARRAY`] for an array).
+    open: Vec<u32>,
+}
+
+/// Marks an open array in [`CompactScratch::open`]: it has no keys.
+const ARRAY: u32 = u32::MAX;
+
+/// Where the keys of a container opened by `opening` will start in `scratch.keys`.
+fn keys_start(opening: u8, scratch: &CompactScratch) -> u32 {
+    if opening == b'{' {
+        scratch.keys.len() as u32
+    } else {
+        ARRAY
+    }
+}
 
 /// For each tape node, the index of the structural it starts at. Reused document after
 /// document, and made only when a lookup needs it: a compact payload, the usual case, is
@@ -154,42 +184,107 @@ impl<'t> Source<'t> {
     }
 
     /// The text of the object or array at tape node `node` if it is compact (no
-    /// whitespace between tokens) and holds no escape: then it is exactly what
-    /// re-emitting the node would write. `key` is the tape's string for the member name
-    /// the value follows, if it is an object member: it finds the value without the map.
-    pub fn compact_text(&self, node: usize, key: Option<&str>) -> Option<&'t [u8]> {
+    /// whitespace between tokens), holds no escape, nests at most `max_depth` containers
+    /// deep (itself counting as 1) and repeats no key within an object: then it is exactly
+    /// what re-emitting the node would write, and valid as a payload. `key` is the tape's
+    /// string for the member name the value follows, if it is an object member: it finds
+    /// the value without the map.
+    pub fn compact_text(
+        &self,
+        node: usize,
+        key: Option<&str>,
+        max_depth: usize,
+        scratch: &mut CompactScratch,
+    ) -> Option<&'t [u8]> {
         let first = match key.and_then(|key| self.structural_after_key(key)) {
             Some(first) => first,
             None => self.structural_of(node)?,
         };
-        let span = self.container_span(first)?;
+        let span = self.checked_span(first, max_depth, scratch)?;
         let text = &self.text[span];
         let escaped = self.has_escape && memchr::memchr(b'\\', text).is_some();
         (!escaped).then_some(text)
     }
 
-    /// Where the container at `node` is in the text, if no whitespace separates its
-    /// tokens. Whitespace between two tokens ends just before the second one's structural,
-    /// and a token never ends in whitespace (a string ends in its quote), so checking the
-    /// byte before each structural finds every gap. In valid JSON the only bytes up to
-    /// `b' '` found outside strings are whitespace.
-    fn container_span(&self, first: usize) -> Option<Range<usize>> {
+    /// Where the container starting at structural `first` is in the text, if no
+    /// whitespace separates its tokens, it nests at most `max_depth` deep and none of its
+    /// objects repeats a key's text (which is the key, if the text has no escape).
+    ///
+    /// Whitespace between two tokens ends just before the second one's structural, and a
+    /// token never ends in whitespace (a string ends in its quote), so checking the byte
+    /// before each structural finds every gap. In valid JSON the only bytes up to `b' '`
+    /// found outside strings are whitespace. A key is the string whose opening quote is
+    /// the structural before a colon; with no gap, its closing quote is just before it.
+    fn checked_span(
+        &self,
+        first: usize,
+        max_depth: usize,
+        scratch: &mut CompactScratch,
+    ) -> Option<Range<usize>> {
         let start = self.structurals[first] as usize;
-        let mut depth = NESTING[usize::from(self.text[start])];
-        if depth != 1 {
-            return None; // not a container
+        if NESTING[usize::from(self.text[start])] != 1 || max_depth == 0 {
+            return None; // not a container, or one too deep already
         }
+        scratch.keys.clear();
+        scratch.open.clear();
+        scratch.open.push(keys_start(self.text[start], scratch));
+        let mut previous = start;
         for &offset in &self.structurals[first + 1..] {
             let offset = offset as usize;
             if self.text[offset - 1] <= b' ' {
                 return None;
             }
-            depth += NESTING[usize::from(self.text[offset])];
-            if depth == 0 {
-                return Some(start..offset + 1);
+            match self.text[offset] {
+                opening @ (b'{' | b'[') => {
+                    if scratch.open.len() >= max_depth {
+                        return None;
+                    }
+                    let keys_start = keys_start(opening, scratch);
+                    scratch.open.push(keys_start);
+                }
+                b'}' | b']' => {
+                    let keys_start = scratch.open.pop()?;
+                    if keys_start != ARRAY {
+                        let keys = &mut scratch.keys[keys_start as usize..];
+                        if keys.len() > PAIRWISE_LIMIT && self.has_repeated_key(keys) {
+                            return None;
+                        }
+                        scratch.keys.truncate(keys_start as usize);
+                    }
+                    if scratch.open.is_empty() {
+                        return Some(start..offset + 1);
+                    }
+                }
+                b':' => {
+                    let key = (previous as u32 + 1, (offset - previous - 2) as u32);
+                    let keys_start = *scratch.open.last()? as usize;
+                    let earlier = scratch.keys.get(keys_start..)?;
+                    // Lengths first: most keys of an object differ in length.
+                    if earlier.len() < PAIRWISE_LIMIT
+                        && earlier
+                            .iter()
+                            .any(|&other| other.1 == key.1 && self.key(other) == self.key(key))
+                    {
+                        return None;
+                    }
+                    scratch.keys.push(key);
+                }
+                _ => {}
             }
+            previous = offset;
         }
         None
+    }
+
+    fn key(&self, (start, len): (u32, u32)) -> &'t [u8] {
+        &self.text[start as usize..][..len as usize]
+    }
+
+    /// Whether two of `keys` (one object's, beyond the pairwise limit) have the same text.
+    fn has_repeated_key(&self, keys: &mut [(u32, u32)]) -> bool {
+        keys.sort_unstable_by(|&a, &b| self.key(a).cmp(self.key(b)));
+        keys.windows(2)
+            .any(|pair| self.key(pair[0]) == self.key(pair[1]))
     }
 }
 
@@ -290,7 +385,8 @@ mod tests {
                 let Node::String(key) = nodes[1] else {
                     panic!("the member's key precedes it")
                 };
-                let from_key = source.compact_text(2, Some(key));
+                let mut scratch = CompactScratch::default();
+                let from_key = source.compact_text(2, Some(key), 32, &mut scratch);
                 assert_eq!(
                     from_key.map(|t| std::str::from_utf8(t).unwrap()),
                     expected,
@@ -300,8 +396,70 @@ mod tests {
                     !source.starts.mapped.get(),
                     "found from the key, without the map: {text}"
                 );
-                assert_eq!(source.compact_text(2, None), from_key, "{text}");
+                assert_eq!(
+                    source.compact_text(2, None, 32, &mut scratch),
+                    from_key,
+                    "{text}"
+                );
             });
         }
+    }
+
+    /// The payload at node 2 of `{"p":...}`, if it may be copied as sent.
+    fn copied(payload: &str, max_depth: usize, scratch: &mut CompactScratch) -> Option<String> {
+        let text = format!("{{\"p\":{payload}}}");
+        with_source(&text, |nodes, source| {
+            let Node::String(key) = nodes[1] else {
+                panic!("the member's key precedes it")
+            };
+            source
+                .compact_text(2, Some(key), max_depth, scratch)
+                .map(|t| String::from_utf8(t.to_vec()).unwrap())
+        })
+    }
+
+    #[test]
+    fn a_payload_that_breaks_a_rule_is_not_copied() {
+        let mut scratch = CompactScratch::default();
+        let fine = |payload: &str, depth, scratch: &mut CompactScratch| {
+            assert_eq!(copied(payload, depth, scratch).as_deref(), Some(payload));
+        };
+        let refused = |payload: &str, depth, scratch: &mut CompactScratch| {
+            assert_eq!(copied(payload, depth, scratch), None, "{payload}");
+        };
+        // Depth: the payload counts as 1, arrays as much as objects.
+        fine(r#"{"a":{"b":[]}}"#, 3, &mut scratch);
+        refused(r#"{"a":{"b":[1]}}"#, 2, &mut scratch);
+        refused(r#"[[[]]]"#, 2, &mut scratch);
+        refused("{}", 0, &mut scratch);
+        // A key repeated within one object, at any depth, before and after a nested one.
+        refused(r#"{"a":1,"a":2}"#, 32, &mut scratch);
+        refused(r#"{"a":{"x":1,"y":[{"z":1,"z":1}]}}"#, 32, &mut scratch);
+        refused(r#"{"a":{"b":1},"a":2}"#, 32, &mut scratch);
+        // Not repeats: the same key in sibling or nested objects, a key's text as a value,
+        // keys that only share a prefix.
+        fine(
+            r#"{"x":{"x":{"x":1}},"y":{"x":2},"z":"x"}"#,
+            32,
+            &mut scratch,
+        );
+        fine(
+            r#"{"ab":1,"a":2,"abc":3,"b":["ab","ab"]}"#,
+            32,
+            &mut scratch,
+        );
+        // Objects beyond the pairwise limit, with the repeat anywhere in them.
+        for size in [PAIRWISE_LIMIT, PAIRWISE_LIMIT + 1, 100] {
+            let keys: Vec<String> = (0..size).map(|i| format!("\"k{i}\":{i}")).collect();
+            fine(&format!("{{{}}}", keys.join(",")), 32, &mut scratch);
+            for (from, to) in [(0, size - 1), (size - 2, size - 1), (size / 2, 1)] {
+                let mut repeated = keys.clone();
+                repeated[to] = format!("\"k{from}\":0");
+                refused(&format!("{{{}}}", repeated.join(",")), 32, &mut scratch);
+            }
+        }
+        // What a refused payload left behind does not leak into the next one.
+        refused(r#"{"a":{"a":1,"a":1}}"#, 32, &mut scratch);
+        fine(r#"{"a":1}"#, 32, &mut scratch);
     }
 }
