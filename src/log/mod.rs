@@ -22,6 +22,7 @@
 
 mod recovery;
 mod settings;
+mod waiters;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -38,6 +39,7 @@ use crate::observe::{self, Collector, DescriptorEncoder, Histogram};
 use crate::ring::ShardRing;
 use crate::segment::{framed_len, Gathered, SegmentError, SegmentWriter};
 use crate::writer::{BatchPolicy, BatchSource};
+use waiters::SyncWaiters;
 
 pub use recovery::{recover, Recovered};
 
@@ -187,7 +189,7 @@ pub struct ShardLog {
     end: Cell<Position>,
     checkpoint: Cell<Position>,
     work: Event,
-    synced: Event,
+    synced: SyncWaiters,
     closing: Cell<bool>,
     stats: Arc<LogStats>,
 }
@@ -221,7 +223,7 @@ impl ShardLog {
             end: Cell::new(end),
             checkpoint: Cell::new(checkpoint),
             work: Event::new(),
-            synced: Event::new(),
+            synced: SyncWaiters::default(),
             closing: Cell::new(false),
             stats,
         }
@@ -258,13 +260,9 @@ impl ShardLog {
         }
         *self.outstanding.borrow_mut().entry(generation).or_default() += 1;
         self.work.notify(1);
-        loop {
-            let listener = self.synced.listen();
-            if self.done_generation.get() >= generation {
-                break;
-            }
-            listener.await;
-        }
+        self.synced
+            .wait_until(|| self.done_generation.get() >= generation)
+            .await;
         if self.failed_generations.borrow().contains(&generation) {
             self.release([generation]);
             self.add_unstored(-(bytes as i64));
@@ -665,7 +663,7 @@ pub async fn run_committer(log: Rc<ShardLog>, mut segments: SegmentWriter, dir: 
             }
         }
         log.done_generation.set(generation);
-        log.synced.notify(usize::MAX);
+        log.synced.wake_all();
     }
     if let Err(err) = segments.close().await {
         tracing::warn!(error = %err, "closing the write-ahead log");
