@@ -639,17 +639,7 @@ mod tests {
         );
     }
 
-    /// A small deterministic generator, so a failure names its seed.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
+    use super::super::TestRng as Rng;
 
     /// Writes a random JSON value: numbers in many spellings, strings with and without
     /// escapes, and (when `spaced`) whitespace between some tokens.

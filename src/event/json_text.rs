@@ -410,13 +410,10 @@ mod tests {
     /// around the depth limit: copying and re-emitting agree on every one.
     #[test]
     fn copied_and_reemitted_payloads_agree_on_random_documents() {
-        struct Gen(u64);
+        struct Gen(super::super::TestRng);
         impl Gen {
             fn below(&mut self, n: u64) -> u64 {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                self.0 % n
+                self.0.below(n)
             }
             /// A value nested `depth` deep; `depth` past 5 gives scalars only.
             fn value(&mut self, depth: usize, out: &mut String) {
@@ -455,7 +452,7 @@ mod tests {
                 }
             }
         }
-        let mut gen = Gen(0x9e37_79b9_7f4a_7c15);
+        let mut gen = Gen(super::super::TestRng(0x9e37_79b9_7f4a_7c15));
         let (mut copied, mut refused) = (0, 0);
         for _ in 0..2000 {
             let mut text = String::from("{\"p\":");

@@ -15,6 +15,21 @@ mod source;
 mod timestamp;
 mod validate;
 
+/// A small deterministic generator for the tests' random documents, so that a failure
+/// names its seed.
+#[cfg(test)]
+struct TestRng(u64);
+
+#[cfg(test)]
+impl TestRng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
 pub use batch::{
     Arrival, BatchError, BatchLimits, BatchParser, BodyFormat, EncodedBatch, EventError,
 };
