@@ -101,7 +101,7 @@ fn ring_push_pop(c: &mut Criterion) {
         events: 100_000,
         bytes: 64 << 20,
     });
-    let mut drained = Vec::with_capacity(1000);
+    let mut drained = tidegate::encoded::EventBatch::with_capacity(1000);
     group.bench_function("push_100_then_drain/events", |b| {
         b.iter(|| {
             ring.push_all(&chunk, &batch.ends).unwrap();
@@ -156,7 +156,7 @@ fn scylla_batching(c: &mut Criterion) {
     let mut parser = BatchParser::new(Default::default());
     let mut out = BytesMut::new();
     let mut batch = EncodedBatch::default();
-    let mut events: Vec<Bytes> = Vec::new();
+    let mut events = tidegate::encoded::EventBatch::default();
     for chunk in 0..100 {
         let array: Vec<String> = (0..100).map(|i| event(chunk * 100 + i)).collect();
         let body = format!("[{}]", array.join(",")).into_bytes();
@@ -170,10 +170,10 @@ fn scylla_batching(c: &mut Criterion) {
                 &mut batch,
             )
             .unwrap();
-        let chunk_bytes = out.split().freeze();
+        events.push_buffer(out.split().freeze());
         let mut start = 0;
         for &end in &batch.ends {
-            events.push(chunk_bytes.slice(start..end));
+            events.push_range(start..end);
             start = end;
         }
     }
@@ -218,7 +218,7 @@ fn scylla_batching(c: &mut Criterion) {
 /// driver's replica locator over a 3-node, 4-shard CQL test node's metadata.
 fn live_locator(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    events: &[Bytes],
+    events: &tidegate::encoded::EventBatch,
 ) {
     use std::io::BufRead;
     use tidegate::sink::scylla::{locate_and_group, LocalTable};

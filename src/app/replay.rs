@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use thiserror::Error;
 
+use crate::encoded::EventBatch;
 use crate::segment::{segment_files, Found, Scanner};
 use crate::sink::{Sink, SinkError, SinkFactory, SinkRole, SinkSettings, SinkStartError};
 use crate::writer::{store_with_retries, Backoff, Retry};
@@ -74,9 +75,10 @@ pub fn replay(
                     }
                 }
                 for batch in events.chunks(chunk) {
+                    let batch: EventBatch = batch.iter().cloned().collect();
                     store_with_retries(
                         &mut sink,
-                        batch,
+                        &batch,
                         Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
                         async |err: &SinkError| {
                             report(&format!("retrying after: {err}"));

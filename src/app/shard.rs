@@ -15,6 +15,7 @@ use glommio::{Latency, Shares};
 use socket2::Socket;
 
 use super::config::Config;
+use crate::encoded::EventBatch;
 use crate::event::BatchParser;
 use crate::ingress::{self, IngressContext, Shared};
 use crate::log::{self, LeaveInLog, LogError, LogStats, LoggedRing, ShardLog};
@@ -186,9 +187,10 @@ async fn open_log(
             "replaying the write-ahead log into the sink"
         );
         for batch in recovered.records.chunks(config.batch.max_events) {
+            let batch: EventBatch = batch.iter().cloned().collect();
             store_with_retries(
                 sink,
-                batch,
+                &batch,
                 Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
                 async |err: &SinkError| {
                     tracing::warn!(shard = id, error = %err, "replay: sink write failed; retrying");

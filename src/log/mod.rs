@@ -35,6 +35,7 @@ use std::time::Instant;
 use event_listener::Event;
 use thiserror::Error;
 
+use crate::encoded::EventBatch;
 use crate::observe::{self, Collector, DescriptorEncoder, Histogram};
 use crate::ring::ShardRing;
 use crate::segment::{framed_len, Gathered, SegmentError, SegmentWriter};
@@ -342,7 +343,7 @@ impl ShardLog {
     /// that follow each other in a segment are read with one io_uring read: with direct
     /// writes nothing of them is in the page cache, and a blocking read per request held
     /// the shard for a device round trip each.
-    pub async fn peek_backlog(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
+    pub async fn peek_backlog(&self, policy: &BatchPolicy, batch: &mut EventBatch) -> usize {
         batch.clear();
         // Plan the reads first: no RefCell borrow may live across an await.
         let mut spans: Vec<BacklogSpan> = Vec::new();
@@ -831,7 +832,7 @@ pub struct LoggedRing {
 pub struct LeaveInLog;
 
 impl crate::writer::Fallback for LeaveInLog {
-    async fn take(&self, shard: usize, batch: &[bytes::Bytes]) -> bool {
+    async fn take(&self, shard: usize, batch: &EventBatch) -> bool {
         tracing::warn!(
             shard,
             events = batch.len(),
@@ -911,7 +912,7 @@ impl BatchSource for LoggedRing {
         self.ring.has_full_batch(policy) || !self.log.backlog_is_empty()
     }
 
-    async fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<bytes::Bytes>) -> usize {
+    async fn peek_batch(&self, policy: &BatchPolicy, batch: &mut EventBatch) -> usize {
         let from_ring = !self.ring.is_empty();
         self.from_ring.set(from_ring);
         if from_ring {

@@ -29,6 +29,7 @@ use thiserror::Error;
 use super::producer::client_config;
 use super::settings::KafkaSettings;
 use super::stats::OverflowStats;
+use crate::encoded::EventBatch;
 use crate::sink::{Sink, SinkError, SinkFactory, SinkRole};
 use crate::writer::{store_with_retries, Backoff, Retry};
 
@@ -101,7 +102,7 @@ async fn run<S: Sink>(
     tracing::info!(topic = %config.topic, group = %config.consumer_group, "drain started");
 
     let mut summary = DrainSummary::default();
-    let mut batch: Vec<Bytes> = Vec::with_capacity(config.drain_batch_events);
+    let mut batch = EventBatch::with_capacity(config.drain_batch_events);
     let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
     let mut paused = false;
     while !stop.load(Relaxed) {

@@ -31,8 +31,9 @@ pub struct ShardOverflow {
 /// At shutdown, a batch the sink refuses is spilled instead, acknowledged by the broker
 /// before it leaves the ring, so that a stop does not wait forever on a dead sink.
 impl crate::writer::Fallback for std::sync::Arc<OverflowProducer> {
-    async fn take(&self, shard: usize, batch: &[bytes::Bytes]) -> bool {
-        match self.send(shard, batch).await {
+    async fn take(&self, shard: usize, batch: &crate::encoded::EventBatch) -> bool {
+        // Only at shutdown with the sink failing: a handle per event costs nothing here.
+        match self.send(shard, &batch.to_owned_events()).await {
             Ok(elapsed) => {
                 self.stats.spilled_at_shutdown(batch.len(), elapsed);
                 true

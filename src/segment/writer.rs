@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use glommio::io::{BufferedFile, DmaFile};
 use thiserror::Error;
 
@@ -152,11 +151,14 @@ impl SegmentWriter {
         }
     }
 
-    /// Appends every event of `batch` as one record each, then syncs as the policy says.
-    pub async fn append(&mut self, batch: &[Bytes]) -> Result<(), SegmentError> {
-        let size: usize = batch.iter().map(|e| framed_len(e.len())).sum();
+    /// Appends every event of `events` as one record each, then syncs as the policy says.
+    pub async fn append<'e>(
+        &mut self,
+        events: impl Iterator<Item = &'e [u8]> + Clone,
+    ) -> Result<(), SegmentError> {
+        let size: usize = events.clone().map(|e| framed_len(e.len())).sum();
         let mut buf = Vec::with_capacity(size);
-        for event in batch {
+        for event in events {
             append_record(&mut buf, event);
         }
         self.append_framed(buf).await?;

@@ -8,13 +8,13 @@
 
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use thiserror::Error;
 
 use super::blackhole::Blackhole;
 use super::scylla::{DispatchError, Dispatcher, SchemaConfig, ScyllaSettings, ScyllaSink};
 use super::spool::{shard_dir, SpoolSettings, SpoolSink};
 use super::{Sink, SinkError};
+use crate::encoded::EventBatch;
 
 /// Which sink a shard writes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -183,7 +183,7 @@ pub enum AnySink {
 }
 
 impl Sink for AnySink {
-    async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
+    async fn write_batch(&mut self, batch: &EventBatch) -> Result<(), SinkError> {
         match self {
             AnySink::Blackhole(sink) | AnySink::InLog(sink) => sink.write_batch(batch).await,
             AnySink::Spool(sink) => sink.write_batch(batch).await,

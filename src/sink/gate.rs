@@ -9,9 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use super::{Sink, SinkError};
+use crate::encoded::EventBatch;
 
 /// The files that control a gate.
 #[derive(Debug, Clone, Default)]
@@ -38,7 +37,7 @@ impl<S> Gate<S> {
 }
 
 impl<S: Sink> Sink for Gate<S> {
-    async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
+    async fn write_batch(&mut self, batch: &EventBatch) -> Result<(), SinkError> {
         if let Some(stall) = &self.files.stall {
             while stall.exists() {
                 glommio::timer::sleep(Duration::from_millis(20)).await;

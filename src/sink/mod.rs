@@ -18,8 +18,9 @@ pub use factory::{
 #[cfg(feature = "test-hooks")]
 pub use gate::GateFiles;
 
-use bytes::Bytes;
 use thiserror::Error;
+
+use crate::encoded::EventBatch;
 
 #[derive(Debug, Error)]
 pub enum SinkError {
@@ -43,7 +44,7 @@ pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 #[allow(async_fn_in_trait)] // shard-local: futures never cross threads
 pub trait Sink {
     /// Stores every event of `batch`, or fails having promised nothing.
-    async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError>;
+    async fn write_batch(&mut self, batch: &EventBatch) -> Result<(), SinkError>;
 
     /// Called about every [`TICK`] while the writer is idle: time-based upkeep such as an
     /// interval fsync.

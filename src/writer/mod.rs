@@ -21,10 +21,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_lite::future;
 use glommio::timer::sleep;
 
+use crate::encoded::EventBatch;
 use crate::sink::{Sink, SinkError, TICK};
 
 pub use retry::{store_with_retries, Backoff, Retry};
@@ -44,9 +44,9 @@ pub trait BatchSource {
     fn is_empty(&self) -> bool;
     /// Whether a full batch (by the writer's policy) is waiting.
     fn has_full_batch(&self, policy: &BatchPolicy) -> bool;
-    /// Copies handles to the oldest events into `batch` without removing them; returns the
-    /// bytes peeked. Async because what is kept on disk only is read back from it.
-    async fn peek_batch(&self, policy: &BatchPolicy, batch: &mut Vec<Bytes>) -> usize;
+    /// Puts the oldest events into `batch` (emptied first) without removing them; returns
+    /// the bytes peeked. Async because what is kept on disk only is read back from it.
+    async fn peek_batch(&self, policy: &BatchPolicy, batch: &mut EventBatch) -> usize;
     /// Removes the `count` oldest events, which are stored.
     fn consume(&self, count: usize);
     /// Removes the `count` oldest events, which a [`Fallback`] took instead of the sink.
@@ -64,14 +64,14 @@ pub trait BatchSource {
 #[allow(async_fn_in_trait)] // shard-local: futures never cross threads
 pub trait Fallback {
     /// Takes the whole batch (true) or none of it (false).
-    async fn take(&self, shard: usize, batch: &[Bytes]) -> bool;
+    async fn take(&self, shard: usize, batch: &EventBatch) -> bool;
 }
 
 /// No fallback: at shutdown, as at any time, the writer retries until the sink takes it.
 pub struct NoFallback;
 
 impl Fallback for NoFallback {
-    async fn take(&self, _shard: usize, _batch: &[Bytes]) -> bool {
+    async fn take(&self, _shard: usize, _batch: &EventBatch) -> bool {
         false
     }
 }
@@ -89,7 +89,7 @@ pub async fn run<B: BatchSource, S: Sink, F: Fallback>(
     stats: Arc<WriterStats>,
     fallback: Option<F>,
 ) -> Result<(), SinkError> {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(policy.max_events);
+    let mut batch = EventBatch::with_capacity(policy.max_events);
     loop {
         // Idle: wait for the first event, keeping the sink's upkeep going.
         while buffer.is_empty() {
@@ -147,7 +147,7 @@ enum Stored {
 async fn write_until_stored<S: Sink, B: BatchSource, F: Fallback>(
     shard: usize,
     sink: &mut S,
-    batch: &[Bytes],
+    batch: &EventBatch,
     stats: &WriterStats,
     buffer: &B,
     fallback: &Option<F>,

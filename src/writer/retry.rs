@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-
+use crate::encoded::EventBatch;
 use crate::sink::{Sink, SinkError};
 
 /// Capped exponential backoff.
@@ -42,7 +41,7 @@ pub enum Retry {
 /// one. Must run on a glommio executor.
 pub async fn store_with_retries<S: Sink>(
     sink: &mut S,
-    batch: &[Bytes],
+    batch: &EventBatch,
     mut backoff: Backoff,
     mut on_failure: impl AsyncFnMut(&SinkError) -> Retry,
 ) -> Result<(), SinkError> {
@@ -62,6 +61,7 @@ pub async fn store_with_retries<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
@@ -79,12 +79,12 @@ mod tests {
     }
 
     impl Sink for Flaky {
-        async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
+        async fn write_batch(&mut self, batch: &EventBatch) -> Result<(), SinkError> {
             if self.failures > 0 {
                 self.failures -= 1;
                 return Err(SinkError::Scylla("flaky".into()));
             }
-            self.stored.extend_from_slice(batch);
+            self.stored.extend(batch.to_owned_events());
             Ok(())
         }
 
@@ -97,7 +97,7 @@ mod tests {
     fn retries_until_stored_or_told_to_stop() {
         glommio::LocalExecutorBuilder::default()
             .spawn(|| async {
-                let batch = [Bytes::from_static(b"e")];
+                let batch: EventBatch = [Bytes::from_static(b"e")].into_iter().collect();
                 let quick = || Backoff::new(Duration::from_millis(1), Duration::from_millis(1));
                 let mut sink = Flaky {
                     failures: 3,

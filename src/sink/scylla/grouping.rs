@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::encoded::user_id_bytes;
+use crate::encoded::{user_id_bytes, EventBatch};
 use murmur3_token::murmur3_token;
 
 /// A node, as an index into the hosts a grouping call has seen.
@@ -57,7 +57,7 @@ impl Grouper {
     /// shard batches, appended to `out`.
     pub fn group(
         &mut self,
-        events: &[Bytes],
+        events: &EventBatch,
         mut locate: impl FnMut(i64) -> (NodeIndex, u16),
         limits: CqlBatchLimits,
         out: &mut Vec<ShardBatch>,
@@ -71,7 +71,7 @@ impl Grouper {
                     let (node, shard) = locate(token);
                     self.keys.push((node, shard, token, i as u32));
                 }
-                None => unroutable.push(Unroutable(event.clone())),
+                None => unroutable.push(Unroutable(events.owned(i))),
             }
         }
         // Stable order within a partition: equal tokens keep arrival order by index.
@@ -89,7 +89,7 @@ impl Grouper {
                 if (n, s) != (node, shard) {
                     break;
                 }
-                let len = events[i as usize].len();
+                let len = events.get(i as usize).len();
                 let rows = end - start;
                 if rows > 0 && (rows + 1 > limits.max_rows || bytes + len > limits.max_bytes) {
                     break;
@@ -111,7 +111,7 @@ impl Grouper {
             }
             let batch: Vec<Bytes> = self.keys[start..end]
                 .iter()
-                .map(|&(_, _, _, i)| events[i as usize].clone())
+                .map(|&(_, _, _, i)| events.owned(i as usize))
                 .collect();
             out.push(ShardBatch {
                 node,
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn every_batch_holds_rows_of_one_shard_of_one_node_only() {
         let topology = cluster();
-        let events: Vec<Bytes> = (0..5_000)
+        let events: EventBatch = (0..5_000)
             .map(|i| event(&format!("user-{}", i % 700), i))
             .collect();
         let mut batches = Vec::new();
@@ -197,7 +197,7 @@ mod tests {
         let topology = cluster();
         // Two users, interleaved, 30 events each: one target batch per user's partition
         // unless both hash to the same shard.
-        let events: Vec<Bytes> = (0..60)
+        let events: EventBatch = (0..60)
             .map(|i| event(if i % 2 == 0 { "alice" } else { "bob" }, i))
             .collect();
         let mut batches = Vec::new();
@@ -234,7 +234,9 @@ mod tests {
         let mut batches = Vec::new();
         let topology = cluster();
         Grouper::default().group(
-            &[Bytes::from_static(b"x"), event("u", 1)],
+            &[Bytes::from_static(b"x"), event("u", 1)]
+                .into_iter()
+                .collect(),
             |t| topology.target(t),
             CqlBatchLimits::default(),
             &mut batches,

@@ -18,7 +18,7 @@ use scylla::frame::response::result::TableSpec;
 use scylla::routing::Token;
 use uuid::Uuid;
 
-use crate::encoded::EventView;
+use crate::encoded::{EventBatch, EventView};
 
 use super::dispatch::{Dispatcher, Job, TargetedBatch};
 use super::grouping::{CqlBatchLimits, Grouper, ShardBatch, Unroutable};
@@ -70,7 +70,9 @@ impl ScyllaSink {
             reason,
             "ScyllaDB refused a batch for good; its events went to the dead-letter spool"
         );
-        self.dead_letter.append(events).await?;
+        self.dead_letter
+            .append(events.iter().map(|event| &event[..]))
+            .await?;
         self.record_reason(events, reason)
     }
 
@@ -134,7 +136,7 @@ pub struct LocalTable<'a> {
 pub fn locate_and_group(
     state: &ClusterState,
     target: LocalTable<'_>,
-    batch: &[Bytes],
+    batch: &EventBatch,
     grouper: &mut Grouper,
     limits: CqlBatchLimits,
     hosts: &mut Vec<Uuid>,
@@ -194,7 +196,7 @@ pub fn locate_and_group(
 pub const REASONS_FILE: &str = "reasons.ndjson";
 
 impl Sink for ScyllaSink {
-    async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
+    async fn write_batch(&mut self, batch: &EventBatch) -> Result<(), SinkError> {
         let state = self.dispatcher.session.get_cluster_state();
         let mut hosts: Vec<Uuid> = Vec::new();
         let unknown_owner = locate_and_group(

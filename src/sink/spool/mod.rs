@@ -10,9 +10,8 @@ mod settings;
 
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-
 use super::{Sink, SinkError};
+use crate::encoded::EventBatch;
 use crate::segment::{SegmentError, SegmentWriter};
 
 pub use reader::{cat, CatSummary};
@@ -50,8 +49,8 @@ impl SpoolSink {
 }
 
 impl Sink for SpoolSink {
-    async fn write_batch(&mut self, batch: &[Bytes]) -> Result<(), SinkError> {
-        Ok(self.segments.append(batch).await?)
+    async fn write_batch(&mut self, batch: &EventBatch) -> Result<(), SinkError> {
+        Ok(self.segments.append(batch.iter()).await?)
     }
 
     async fn tick(&mut self) -> Result<(), SinkError> {

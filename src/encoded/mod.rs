@@ -24,11 +24,15 @@
 //! written as version 1, a byte shorter. Records of both versions are read: logs, spools
 //! and overflow topics written before sources existed stay readable.
 
+mod batch;
+
 use std::fmt::Write as _;
 
 use bytes::BufMut;
 use thiserror::Error;
 use uuid::Uuid;
+
+pub use batch::EventBatch;
 
 /// An event without a source.
 pub const FORMAT_VERSION: u8 = 1;
