@@ -26,7 +26,7 @@
 //! `tests/layering.rs` checks this. Shared by every stage, importing none:
 //!
 //! - `encoded`: the binary form of an accepted event, which every stage after `event`
-//!   carries;
+//!   carries, and the batches of them the writer hands to sinks;
 //! - `segment`: checksummed, append-only segment files on disk (the spool's and, next, the
 //!   write-ahead log's);
 //! - `observe`: metrics plumbing over `prometheus-client`;
