@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 
-use uuid::{Builder, Uuid};
+use uuid::Uuid;
 
 thread_local! {
     static RANDOM: RefCell<fastrand::Rng> = RefCell::new(seeded());
@@ -25,13 +25,28 @@ fn seeded() -> fastrand::Rng {
 
 /// A new UUIDv7 for an event received at `received_at_ms` (Unix milliseconds).
 pub fn generated_id(received_at_ms: i64) -> Uuid {
-    let mut random = [0u8; 10];
-    RANDOM.with(|rng| {
+    let (rand_a, rand_b) = RANDOM.with(|rng| {
         let mut rng = rng.borrow_mut();
-        random[..8].copy_from_slice(&rng.u64(..).to_le_bytes());
-        random[8..].copy_from_slice(&rng.u16(..).to_le_bytes());
+        (rng.u64(..), rng.u64(..))
     });
-    Builder::from_unix_timestamp_millis(received_at_ms.max(0) as u64, &random).into_uuid()
+    version_7(received_at_ms.max(0) as u64, rand_a, rand_b)
+}
+
+/// The UUIDv7 of `millis` with the low 12 bits of `rand_a` and the low 62 of `rand_b` as
+/// its random fields, laid out as RFC 9562 §5.7 says (and as `uuid`'s `Builder` lays
+/// them out), in one 128-bit value: going through the builder's ten random bytes was
+/// about 50 instructions more per event, 1% of a 100-event request.
+fn version_7(millis: u64, rand_a: u64, rand_b: u64) -> Uuid {
+    const RAND_A: u128 = (1 << 12) - 1;
+    const RAND_B: u128 = (1 << 62) - 1;
+    Uuid::from_u128(
+        // A time past 48 bits loses its high bits, as the builder's does.
+        u128::from(millis) << 80
+            | 0x7 << 76
+            | (u128::from(rand_a) & RAND_A) << 64
+            | 0b10 << 62
+            | (u128::from(rand_b) & RAND_B),
+    )
 }
 
 #[cfg(test)]
@@ -51,6 +66,27 @@ mod tests {
             seconds * 1000 + u64::from(nanos) / 1_000_000,
             received as u64
         );
+    }
+
+    /// The layout is the `uuid` crate's, for the same time and random bits, including
+    /// times and random values past the fields' widths.
+    #[test]
+    fn the_layout_is_that_of_the_uuid_builder() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for millis in [0, 1, 1_714_564_800_123, (1 << 48) - 1, 1 << 48, u64::MAX] {
+            for _ in 0..1000 {
+                let (rand_a, rand_b) = (rng.u64(..), rng.u64(..));
+                let mut bytes = [0u8; 10];
+                bytes[..2].copy_from_slice(&((rand_a & 0xFFF) as u16).to_be_bytes());
+                bytes[2..].copy_from_slice(&(rand_b & ((1 << 62) - 1)).to_be_bytes());
+                let built = uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid();
+                assert_eq!(
+                    version_7(millis, rand_a, rand_b),
+                    built,
+                    "{millis} {rand_a:x} {rand_b:x}"
+                );
+            }
+        }
     }
 
     #[test]
