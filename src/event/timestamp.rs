@@ -16,20 +16,19 @@ use std::cell::Cell;
 /// Parses an RFC 3339 date-time into milliseconds since the Unix epoch (may be negative).
 pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 {
-        return None;
-    }
-    let year = digits(b, 0, 4)?;
-    let month = digits(b, 5, 2)?;
-    let day = digits(b, 8, 2)?;
-    let hour = digits(b, 11, 2)?;
-    let minute = digits(b, 14, 2)?;
-    let second = digits(b, 17, 2)?;
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
+    // The fixed part, as an array: its indexing needs no bounds checks.
+    let fixed: &[u8; 20] = b.get(..20)?.try_into().ok()?;
+    let year = two_digits(fixed[0], fixed[1])? * 100 + two_digits(fixed[2], fixed[3])?;
+    let month = two_digits(fixed[5], fixed[6])?;
+    let day = two_digits(fixed[8], fixed[9])?;
+    let hour = two_digits(fixed[11], fixed[12])?;
+    let minute = two_digits(fixed[14], fixed[15])?;
+    let second = two_digits(fixed[17], fixed[18])?;
+    if fixed[4] != b'-'
+        || fixed[7] != b'-'
+        || !matches!(fixed[10], b'T' | b't')
+        || fixed[13] != b':'
+        || fixed[16] != b':'
     {
         return None;
     }
@@ -62,8 +61,8 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     let offset_minutes = match b.get(at)? {
         b'Z' | b'z' if at + 1 == b.len() => 0,
         sign @ (b'+' | b'-') if at + 6 == b.len() && b[at + 3] == b':' => {
-            let hours = digits(b, at + 1, 2)?;
-            let minutes = digits(b, at + 4, 2)?;
+            let hours = two_digits(b[at + 1], b[at + 2])?;
+            let minutes = two_digits(b[at + 4], b[at + 5])?;
             if hours > 23 || minutes > 59 {
                 return None;
             }
@@ -90,15 +89,13 @@ pub fn parse_rfc3339_millis(s: &str) -> Option<i64> {
     Some(seconds * 1_000 + millis)
 }
 
-fn digits(b: &[u8], at: usize, len: usize) -> Option<i64> {
-    let mut value = 0i64;
-    for &c in b.get(at..at + len)? {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        value = value * 10 + i64::from(c - b'0');
-    }
-    Some(value)
+/// The number two ASCII digits write, if both are digits. Every field of a date-time is
+/// two digits (the year, two pairs): a general digit loop, with a slice and a check per
+/// byte, was 61 of the ~200 instructions an event time cost.
+fn two_digits(tens: u8, ones: u8) -> Option<i64> {
+    // A byte below b'0' wraps around to above 9.
+    let (tens, ones) = (tens.wrapping_sub(b'0'), ones.wrapping_sub(b'0'));
+    (tens < 10 && ones < 10).then(|| i64::from(tens * 10 + ones))
 }
 
 /// The day (since the epoch) month `month` of `year` starts on, and how many days it has.
@@ -200,6 +197,27 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_rfc3339_millis(bad), None, "{bad}");
+        }
+    }
+
+    /// A byte that is not a digit, in any place a digit must be, refuses the time: bytes
+    /// just below and above the digits, letters, separators and a multi-byte character.
+    #[test]
+    fn every_digit_place_takes_only_digits() {
+        let valid = "2024-05-01T12:34:56.789+01:30";
+        let digit_places: Vec<usize> = valid
+            .bytes()
+            .enumerate()
+            .filter(|(at, b)| b.is_ascii_digit() && !(20..23).contains(at))
+            .map(|(at, _)| at)
+            .collect();
+        assert_eq!(digit_places.len(), 18);
+        for at in digit_places {
+            for other in ["/", ":", "a", " ", "-", "\u{e9}"] {
+                let s = format!("{}{}{}", &valid[..at], other, &valid[at + 1..]);
+                assert_eq!(parse_rfc3339_millis(&s), None, "{s}");
+                assert_eq!(reference(&s), None, "{s}");
+            }
         }
     }
 
