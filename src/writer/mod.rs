@@ -90,6 +90,7 @@ pub async fn run<B: BatchSource, S: Sink, F: Fallback>(
     fallback: Option<F>,
 ) -> Result<(), SinkError> {
     let mut batch = EventBatch::with_capacity(policy.max_events);
+    let mut handed_nothing = false;
     loop {
         // Idle: wait for the first event, keeping the sink's upkeep going.
         while buffer.is_empty() {
@@ -119,6 +120,24 @@ pub async fn run<B: BatchSource, S: Sink, F: Fallback>(
         }
 
         let bytes = buffer.peek_batch(&policy, &mut batch).await;
+        if batch.is_empty() {
+            // A buffer that holds events but hands none over (the log's backlog, were it
+            // ever unable to find where a request's group starts) must not turn the writer
+            // into a loop of empty writes that never yields: with a sink that does not
+            // wait, the shard would stop serving altogether. Say so once, then look again
+            // each tick.
+            if !std::mem::replace(&mut handed_nothing, true) {
+                tracing::error!(
+                    shard,
+                    "the buffer holds events but gave none to write; retrying every tick"
+                );
+            }
+            sleep(TICK).await;
+            continue;
+        }
+        if std::mem::replace(&mut handed_nothing, false) {
+            tracing::info!(shard, "the buffer gives events to write again");
+        }
         let started = Instant::now();
         let stored =
             write_until_stored(shard, &mut sink, &batch, &stats, &*buffer, &fallback).await;
@@ -185,4 +204,98 @@ async fn write_until_stored<S: Sink, B: BatchSource, F: Fallback>(
         tracing::info!(shard, "sink recovered");
     }
     Stored::InSink
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use bytes::Bytes;
+
+    use super::*;
+
+    /// A buffer that claims `events` events but hands over none until `gives` is set.
+    #[derive(Default)]
+    struct Withholding {
+        events: Cell<usize>,
+        gives: Cell<bool>,
+        pushed: event_listener::Event,
+    }
+
+    impl BatchSource for Withholding {
+        fn is_empty(&self) -> bool {
+            self.events.get() == 0
+        }
+        fn has_full_batch(&self, _policy: &BatchPolicy) -> bool {
+            !self.is_empty()
+        }
+        async fn peek_batch(&self, _policy: &BatchPolicy, batch: &mut EventBatch) -> usize {
+            batch.clear();
+            if self.gives.get() {
+                for _ in 0..self.events.get() {
+                    batch.push(Bytes::from_static(b"event"));
+                }
+            }
+            batch.bytes()
+        }
+        fn consume(&self, count: usize) {
+            self.events.set(self.events.get() - count);
+        }
+        fn listen(&self) -> event_listener::EventListener {
+            self.pushed.listen()
+        }
+        fn is_closing(&self) -> bool {
+            true
+        }
+    }
+
+    /// Counts its writes; never waits.
+    struct Counting(Rc<Cell<usize>>);
+
+    impl Sink for Counting {
+        async fn write_batch(&mut self, batch: &EventBatch) -> Result<(), SinkError> {
+            assert!(!batch.is_empty(), "the writer never writes an empty batch");
+            self.0.set(self.0.get() + 1);
+            Ok(())
+        }
+        async fn close(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_buffer_that_hands_over_nothing_does_not_hold_the_shard() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let buffer = Rc::new(Withholding::default());
+                buffer.events.set(3);
+                let writes = Rc::new(Cell::new(0));
+                let policy = BatchPolicy {
+                    max_events: 10,
+                    max_bytes: 1 << 20,
+                    max_delay: Duration::from_millis(1),
+                };
+                let writer = glommio::spawn_local(run(
+                    0,
+                    buffer.clone(),
+                    Counting(writes.clone()),
+                    policy,
+                    Arc::new(WriterStats::default()),
+                    None::<NoFallback>,
+                ));
+                // Other tasks on the shard still run while the buffer withholds.
+                let mut ran = 0;
+                for _ in 0..20 {
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    ran += 1;
+                }
+                assert_eq!((ran, writes.get()), (20, 0));
+                buffer.gives.set(true);
+                writer.await.unwrap();
+                assert_eq!((writes.get(), buffer.events.get()), (1, 0));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+    }
 }
