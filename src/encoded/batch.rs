@@ -89,7 +89,10 @@ impl EventBatch {
     /// # Panics
     /// If `index` is not below [`EventBatch::len`].
     pub fn get(&self, index: usize) -> &[u8] {
-        let (buffer, range) = &self.events[index];
+        self.slice(&self.events[index])
+    }
+
+    fn slice(&self, (buffer, range): &(u32, Range<u32>)) -> &[u8] {
         &self.buffers[*buffer as usize][range.start as usize..range.end as usize]
     }
 
@@ -102,9 +105,7 @@ impl EventBatch {
 
     /// The events, in order.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + Clone + '_ {
-        self.events.iter().map(|(buffer, range)| {
-            &self.buffers[*buffer as usize][range.start as usize..range.end as usize]
-        })
+        self.events.iter().map(|event| self.slice(event))
     }
 
     /// Every event as a handle of its own.
