@@ -456,7 +456,12 @@ fn a_long_sink_outage_is_absorbed_by_the_log_then_delivered() {
         if ids.iter().all(|id| stored.contains(id)) {
             break;
         }
-        assert!(Instant::now() < deadline, "{} of 5000 stored", stored.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} of 5000 stored; the server's state:\n{}",
+            stored.len(),
+            server.state_for_failure()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(server.metric("tidegate_log_backlog_events"), 0);

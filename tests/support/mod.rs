@@ -101,6 +101,27 @@ impl Server {
         metric_sum(&self.get("/metrics").text(), name)
     }
 
+    /// What a test that timed out waiting on the server prints: the log, writer and sink
+    /// series from `/metrics`, or that the server did not answer it (a shard that stopped
+    /// serving looks exactly like that).
+    pub fn state_for_failure(&self) -> String {
+        match try_request(self.addr, "GET", "/metrics", &[], b"") {
+            None => "the server did not answer /metrics".into(),
+            Some(response) => response
+                .text()
+                .lines()
+                .filter(|line| {
+                    !line.starts_with('#')
+                        && !line.contains("_bucket{")
+                        && ["tidegate_log_", "tidegate_writer_", "tidegate_sink_"]
+                            .iter()
+                            .any(|prefix| line.starts_with(prefix))
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
         self.stop_with("TERM")
