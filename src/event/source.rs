@@ -10,8 +10,9 @@
 //! That map costs a pass over every structural of the document, so it is made only when
 //! needed (for the numbers of a payload that is re-emitted). A payload is found from its
 //! key instead: a tape string points into the parsed copy, so its offset there is its
-//! offset in the body; a binary search of the structurals finds the key's opening quote,
-//! and the value starts two structurals on.
+//! offset in the body; a search of the structurals finds the key's opening quote, and the
+//! value starts two structurals on. Events are checked in document order, so that search
+//! starts where the last payload ended.
 //!
 //! A payload is copied out of the body when the copy is byte for byte what
 //! re-emitting it from the tape would write: no whitespace between its tokens and no
@@ -80,12 +81,16 @@ fn keys_start(opening: u8, scratch: &CompactScratch) -> u32 {
 pub struct ValueStarts {
     structural_of_node: RefCell<Vec<u32>>,
     mapped: Cell<bool>,
+    /// The structural after the last payload found from its key: the next key is looked
+    /// for from there (see [`find_from`]).
+    keys_after: Cell<usize>,
 }
 
 impl ValueStarts {
     /// Forgets the map of the last document: the next lookup maps the new one.
     pub fn forget(&mut self) {
         self.mapped.set(false);
+        self.keys_after.set(0);
     }
 
     /// Maps the nodes of the document `text`, whose structurals (from the same parse) are
@@ -166,7 +171,7 @@ impl<'t> Source<'t> {
         // colon and then the value follow as the next two.
         let content = (key.as_ptr() as usize).checked_sub(self.parsed_at)?;
         let quote = u32::try_from(content.checked_sub(1)?).ok()?;
-        let at = self.structurals.binary_search(&quote).ok()?;
+        let at = find_from(self.structurals, self.starts.keys_after.get(), quote)?;
         let colon = *self.structurals.get(at + 1)? as usize;
         (self.text.get(quote as usize) == Some(&b'"') && self.text.get(colon) == Some(&b':'))
             .then_some(at + 2)
@@ -200,15 +205,17 @@ impl<'t> Source<'t> {
             Some(first) => first,
             None => self.structural_of(node)?,
         };
-        let span = self.checked_span(first, max_depth, scratch)?;
+        let (span, last) = self.checked_span(first, max_depth, scratch)?;
+        self.starts.keys_after.set(last + 1);
         let text = &self.text[span];
         let escaped = self.has_escape && memchr::memchr(b'\\', text).is_some();
         (!escaped).then_some(text)
     }
 
-    /// Where the container starting at structural `first` is in the text, if no
-    /// whitespace separates its tokens, it nests at most `max_depth` deep and none of its
-    /// objects repeats a key's text (which is the key, if the text has no escape).
+    /// Where the container starting at structural `first` is in the text, and the index
+    /// of its closing structural, if no whitespace separates its tokens, it nests at most
+    /// `max_depth` deep and none of its objects repeats a key's text (which is the key, if
+    /// the text has no escape).
     ///
     /// Whitespace between two tokens ends just before the second one's structural, and a
     /// token never ends in whitespace (a string ends in its quote), so checking the byte
@@ -220,7 +227,7 @@ impl<'t> Source<'t> {
         first: usize,
         max_depth: usize,
         scratch: &mut CompactScratch,
-    ) -> Option<Range<usize>> {
+    ) -> Option<(Range<usize>, usize)> {
         let start = self.structurals[first] as usize;
         if NESTING[usize::from(self.text[start])] != 1 || max_depth == 0 {
             return None; // not a container, or one too deep already
@@ -229,7 +236,8 @@ impl<'t> Source<'t> {
         scratch.open.clear();
         scratch.open.push(keys_start(self.text[start], scratch));
         let mut previous = start;
-        for &offset in &self.structurals[first + 1..] {
+        let mut rest = self.structurals[first + 1..].iter();
+        while let Some(&offset) = rest.next() {
             let offset = offset as usize;
             if self.text[offset - 1] <= b' ' {
                 return None;
@@ -252,7 +260,8 @@ impl<'t> Source<'t> {
                         scratch.keys.truncate(keys_start as usize);
                     }
                     if scratch.open.is_empty() {
-                        return Some(start..offset + 1);
+                        let closing = self.structurals.len() - rest.len() - 1;
+                        return Some((start..offset + 1, closing));
                     }
                 }
                 b':' => {
@@ -286,6 +295,31 @@ impl<'t> Source<'t> {
         keys.windows(2)
             .any(|pair| self.key(pair[0]) == self.key(pair[1]))
     }
+}
+
+/// The index of `target` in the ascending `structurals`, looked for from index `from` on
+/// (and before it only if it is not there). Keys are looked up in document order, a few
+/// dozen structurals apart: a gallop from the last one touches a few entries near it,
+/// where a binary search of a 100-event document chained a dozen loads across all of it,
+/// half of the time spent checking a compact payload.
+fn find_from(structurals: &[u32], from: usize, target: u32) -> Option<usize> {
+    let after = structurals.get(from..).unwrap_or_default();
+    if after.first().is_none_or(|&first| first > target) {
+        return structurals[..from.min(structurals.len())]
+            .binary_search(&target)
+            .ok();
+    }
+    // after[0] <= target: double the step until an entry reaches it.
+    let mut reach = 1;
+    while reach < after.len() && after[reach] < target {
+        reach *= 2;
+    }
+    let low = reach / 2;
+    let high = (reach + 1).min(after.len());
+    after[low..high]
+        .binary_search(&target)
+        .ok()
+        .map(|at| from + low + at)
 }
 
 /// Parses a copy of `text` the way the batch parser does (numbers simd-json cannot hold
@@ -403,6 +437,60 @@ mod tests {
                 );
             });
         }
+    }
+
+    #[test]
+    fn a_structural_is_found_from_any_starting_point() {
+        let structurals: Vec<u32> = (0..70).map(|i| i * 6 + i % 5).collect();
+        for from in 0..structurals.len() + 2 {
+            for target in 0..=structurals[structurals.len() - 1] + 2 {
+                assert_eq!(
+                    find_from(&structurals, from, target),
+                    structurals.binary_search(&target).ok(),
+                    "from {from}, target {target}"
+                );
+            }
+        }
+        assert_eq!(find_from(&[], 0, 7), None);
+    }
+
+    #[test]
+    fn payloads_are_found_from_their_keys_in_any_order() {
+        let text = r#"[{"p":{"a":1}},{"q":[2,{"b":3}]},{"r":{"c":[4]}}]"#;
+        with_source(text, |nodes, source| {
+            let keyed: Vec<(usize, &str)> = (1..nodes.len())
+                .filter_map(|node| match (nodes[node - 1], nodes[node]) {
+                    (Node::String(key), Node::Object { .. } | Node::Array { .. })
+                        if ["p", "q", "r"].contains(&key) =>
+                    {
+                        Some((node, key))
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(keyed.len(), 3);
+            let mut scratch = CompactScratch::default();
+            let mut found = |order: &[usize]| -> Vec<String> {
+                order
+                    .iter()
+                    .map(|&i| {
+                        let (node, key) = keyed[i];
+                        let text = source.compact_text(node, Some(key), 32, &mut scratch);
+                        String::from_utf8(text.unwrap().to_vec()).unwrap()
+                    })
+                    .collect()
+            };
+            // In document order (each search starts after the last payload), then back
+            // to front and out of order (each one before where the last search ended).
+            let expected = [r#"{"a":1}"#, r#"[2,{"b":3}]"#, r#"{"c":[4]}"#];
+            assert_eq!(found(&[0, 1, 2]), expected);
+            assert_eq!(found(&[2, 1, 0]), [expected[2], expected[1], expected[0]]);
+            assert_eq!(
+                found(&[1, 0, 2, 0]),
+                [expected[1], expected[0], expected[2], expected[0]]
+            );
+            assert!(!source.starts.mapped.get(), "all found from their keys");
+        });
     }
 
     /// The payload at node 2 of `{"p":...}`, if it may be copied as sent.
