@@ -30,6 +30,11 @@ binary=${1:-target/release/tidegate}
 scenario=${2:-batch100}
 requests=${3:-2000}
 runs=${4:-5}
+# REFUSED counts memory acknowledgement's 503s; the server refuses a second --ack.
+if [[ -n ${REFUSED:-} && ${ACK:-memory} != memory ]]; then
+  echo "REFUSED=1 counts refusals with memory acknowledgement: leave ACK unset or memory" >&2
+  exit 2
+fi
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
 # client ADDR SCENARIO N EXPECT: sends N requests on one keep-alive connection, each
 # answered EXPECT (202 or 503); EXPECT=fill sends until the first 503.
@@ -103,7 +108,8 @@ count_once() {
   local expect=202
   if [[ -n ${REFUSED:-} ]]; then
     touch "$work/stall"
-    args+=(--ack memory --test-stall-file "$work/stall")
+    [[ -n ${ACK:-} ]] || args+=(--ack memory)
+    args+=(--test-stall-file "$work/stall")
     direct+=(TIDEGATE_RING_CAPACITY_EVENTS=1000 TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST=1000)
     expect=503
   fi
