@@ -516,6 +516,57 @@ fn a_full_log_is_503_log_full_until_the_sink_catches_up() {
     server.terminate();
 }
 
+/// Kept requests that read back damaged through the page cache (a block it kept from
+/// before a direct write to it: the test hook makes every such read return zeros) are
+/// read again past it, and every acknowledged event reaches the sink; none is skipped.
+#[test]
+fn a_stale_cached_read_of_the_backlog_is_read_again_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let stall = dir.path().join("stall");
+    let stale = dir.path().join("stale");
+    std::fs::write(&stall, b"").unwrap();
+    std::fs::write(&stale, b"").unwrap();
+    let mut server = Server::start_with_env(
+        &[
+            "--shards",
+            "1",
+            "--sink",
+            "blackhole",
+            "--test-stall-file",
+            stall.to_str().unwrap(),
+            "--test-stale-backlog-file",
+            stale.to_str().unwrap(),
+        ],
+        &[
+            ("TIDEGATE_RING_CAPACITY_EVENTS", "100"),
+            ("TIDEGATE_LIMITS_MAX_EVENTS_PER_REQUEST", "50"),
+        ],
+    );
+    for n in 0..20u64 {
+        let ids: Vec<String> = (0..50).map(|k| uuid(92, n * 50 + k)).collect();
+        let r = server.post_json(&support::json_array(
+            ids.iter().map(|id| event("stale", id)),
+        ));
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    assert!(server.metric("tidegate_log_backlog_events") >= 800);
+    std::fs::remove_file(&stall).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.metric("tidegate_sink_events_total") < 1000
+        || server.metric("tidegate_log_backlog_events") > 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the backlog was not delivered; the server's state:\n{}",
+            server.state_for_failure()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(server.metric("tidegate_sink_events_total"), 1000);
+    assert_eq!(server.metric("tidegate_log_corrupt_records_total"), 0);
+    server.terminate();
+}
+
 /// Segments the sink has stored are deleted while the shard serves (in the background,
 /// off the shard's thread), so the log's disk use follows the checkpoint.
 #[test]

@@ -73,6 +73,10 @@ pub struct Options {
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true, value_name = "FILE")]
     test_fail_sync_file: Option<PathBuf>,
+    /// Test-only: backlog reads through the page cache return zeros while this file exists.
+    #[cfg(feature = "test-hooks")]
+    #[arg(long, hide = true, value_name = "FILE")]
+    test_stale_backlog_file: Option<PathBuf>,
     /// Test-only: record the log's synced length after every sync.
     #[cfg(feature = "test-hooks")]
     #[arg(long, hide = true)]
@@ -182,6 +186,9 @@ pub fn main() -> ExitCode {
                 };
                 if let Some(file) = cli.options.test_fail_sync_file {
                     let _ = crate::log::FAIL_SYNC_FILE.set(file);
+                }
+                if let Some(file) = cli.options.test_stale_backlog_file {
+                    let _ = crate::log::STALE_BACKLOG_FILE.set(file);
                 }
                 let _ = crate::log::RECORD_SYNCED.set(cli.options.test_record_synced);
             }

@@ -71,6 +71,12 @@ pub enum LogError {
 #[cfg(feature = "test-hooks")]
 pub static FAIL_SYNC_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
+/// Test-only: while this file exists (`--test-stale-backlog-file`), every backlog read
+/// through the page cache returns zeros, as a block the cache kept from before a direct
+/// write to it would.
+#[cfg(feature = "test-hooks")]
+pub static STALE_BACKLOG_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// Test-only: after every sync, the synced length of the log is written to
 /// `synced-position` beside its segments (`--test-record-synced`), so that a test can cut
 /// the files back to it, as a power loss would lose what was never synced.
@@ -153,6 +159,8 @@ struct BacklogSpan {
     at: u64,
     len: u64,
     requests: usize,
+    /// Records the span holds: one per event of its requests.
+    events: usize,
 }
 
 /// One shard's log, shared by its connections (which commit) and its committer task.
@@ -366,12 +374,14 @@ impl ShardLog {
                     Some(span) if span.sequence == sequence && span.at + span.len == at => {
                         span.len += entry.bytes;
                         span.requests += 1;
+                        span.events += entry.events;
                     }
                     _ => spans.push(BacklogSpan {
                         sequence,
                         at,
                         len: entry.bytes,
                         requests: 1,
+                        events: entry.events,
                     }),
                 }
                 planned_events += entry.events;
@@ -386,23 +396,8 @@ impl ShardLog {
                 span.sequence,
                 crate::segment::SEGMENT_SUFFIX
             ));
-            let read = async {
-                let file = glommio::io::BufferedFile::open(&path).await?;
-                let data = file.read_at(span.at, span.len as usize).await;
-                let _ = file.close().await;
-                data
-            }
-            .await;
-            let data = match read {
-                Ok(data) if data.len() == span.len as usize => data,
-                Ok(data) => {
-                    tracing::error!(segment = %path.display(), read = data.len(), wanted = span.len, "kept events read back short; retrying");
-                    break;
-                }
-                Err(err) => {
-                    tracing::error!(segment = %path.display(), error = %err, "cannot read back kept events; retrying");
-                    break;
-                }
+            let Some(data) = read_back(&path, &span).await else {
+                break;
             };
             for found in crate::segment::Scanner::new(&data) {
                 match found {
@@ -580,6 +575,92 @@ impl ShardLog {
     pub fn close(&self) {
         self.closing.set(true);
         self.work.notify(usize::MAX);
+    }
+}
+
+/// Reads a span of kept requests back, or `None` (logged) if it cannot be read now.
+///
+/// The first read goes through the page cache. With direct writes, a group's write
+/// rewrites the block where the group before it ends; if that block was being read back
+/// (for the group before) as the write landed, the kernel cannot drop its cached copy,
+/// and the cache keeps the block as it was before the write, zeros where the new records
+/// are. Those would scan as a torn tail and be skipped: acknowledged events lost. So a
+/// span that does not scan as exactly its records is read again with direct I/O, past
+/// the cache (or through it, on a file system without direct I/O); only what is still
+/// damaged then is skipped by the caller.
+async fn read_back(path: &Path, span: &BacklogSpan) -> Option<SpanData> {
+    let cached = read_span(path, span, false).await?;
+    if scans_whole(&cached, span.events) {
+        return Some(cached);
+    }
+    tracing::warn!(segment = %path.display(), at = span.at, len = span.len, "kept events read back damaged through the page cache; reading them again from the device");
+    read_span(path, span, true).await
+}
+
+/// Whether `data` holds exactly `records` records and nothing else.
+fn scans_whole(data: &[u8], records: usize) -> bool {
+    let mut found = 0;
+    for item in crate::segment::Scanner::new(data) {
+        match item {
+            crate::segment::Found::Record { .. } => found += 1,
+            _ => return false,
+        }
+    }
+    found == records
+}
+
+/// The bytes of a span as read.
+enum SpanData {
+    Read(glommio::io::ReadResult),
+    /// What the stale-cache test hook returns instead.
+    #[cfg(feature = "test-hooks")]
+    Zeros(Vec<u8>),
+}
+
+impl std::ops::Deref for SpanData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            SpanData::Read(data) => data,
+            #[cfg(feature = "test-hooks")]
+            SpanData::Zeros(data) => data,
+        }
+    }
+}
+
+/// One read of a span: through the page cache, or (`uncached`) with direct I/O where the
+/// file system allows it.
+async fn read_span(path: &Path, span: &BacklogSpan, uncached: bool) -> Option<SpanData> {
+    let len = span.len as usize;
+    let read = async {
+        if uncached {
+            if let Ok(file) = glommio::io::DmaFile::open(path).await {
+                let data = file.read_at(span.at, len).await;
+                let _ = file.close().await;
+                return data.map(SpanData::Read);
+            }
+        }
+        let file = glommio::io::BufferedFile::open(path).await?;
+        let data = file.read_at(span.at, len).await;
+        let _ = file.close().await;
+        #[cfg(feature = "test-hooks")]
+        if !uncached && STALE_BACKLOG_FILE.get().is_some_and(|file| file.exists()) {
+            return data.map(|data| SpanData::Zeros(vec![0; data.len()]));
+        }
+        data.map(SpanData::Read)
+    }
+    .await;
+    match read {
+        Ok(data) if data.len() == len => Some(data),
+        Ok(data) => {
+            tracing::error!(segment = %path.display(), read = data.len(), wanted = len, "kept events read back short; retrying");
+            None
+        }
+        Err(err) => {
+            tracing::error!(segment = %path.display(), error = %err, "cannot read back kept events; retrying");
+            None
+        }
     }
 }
 
