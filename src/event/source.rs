@@ -84,6 +84,10 @@ pub struct ValueStarts {
     /// The structural after the last payload found from its key: the next key is looked
     /// for from there (see [`find_from`]).
     keys_after: Cell<usize>,
+    /// How far past `keys_after` the last key was. Events of one batch, and requests from
+    /// one SDK, have one shape, so the next key is usually as far on: one probe there
+    /// finds it. Kept from document to document.
+    key_distance: Cell<usize>,
 }
 
 impl ValueStarts {
@@ -171,7 +175,13 @@ impl<'t> Source<'t> {
         // colon and then the value follow as the next two.
         let content = (key.as_ptr() as usize).checked_sub(self.parsed_at)?;
         let quote = u32::try_from(content.checked_sub(1)?).ok()?;
-        let at = find_from(self.structurals, self.starts.keys_after.get(), quote)?;
+        let from = self.starts.keys_after.get();
+        let predicted = from + self.starts.key_distance.get();
+        let at = match self.structurals.get(predicted) {
+            Some(&offset) if offset == quote => predicted,
+            _ => find_from(self.structurals, from, quote)?,
+        };
+        self.starts.key_distance.set(at.saturating_sub(from));
         let colon = *self.structurals.get(at + 1)? as usize;
         (self.text.get(quote as usize) == Some(&b'"') && self.text.get(colon) == Some(&b':'))
             .then_some(at + 2)
@@ -489,6 +499,29 @@ mod tests {
                 found(&[1, 0, 2, 0]),
                 [expected[1], expected[0], expected[2], expected[0]]
             );
+            assert!(!source.starts.mapped.get(), "all found from their keys");
+        });
+    }
+
+    #[test]
+    fn payloads_of_events_of_different_shapes_are_found() {
+        // Each key lies a different distance past the last payload, so the probe at the
+        // last distance finds another structural (or none) before the search finds it.
+        let text =
+            r#"[{"a":1,"p":{"x":1}},{"p":{"y":[2]}},{"b":[1,2,3],"c":"d","p":{"z":3}},{"p":{}}]"#;
+        with_source(text, |nodes, source| {
+            let mut scratch = CompactScratch::default();
+            let found: Vec<String> = (1..nodes.len())
+                .filter(|&node| matches!(nodes[node - 1], Node::String("p")))
+                .map(|node| {
+                    let Node::String(key) = nodes[node - 1] else {
+                        unreachable!()
+                    };
+                    let text = source.compact_text(node, Some(key), 32, &mut scratch);
+                    String::from_utf8(text.unwrap().to_vec()).unwrap()
+                })
+                .collect();
+            assert_eq!(found, [r#"{"x":1}"#, r#"{"y":[2]}"#, r#"{"z":3}"#, "{}"]);
             assert!(!source.starts.mapped.get(), "all found from their keys");
         });
     }
