@@ -396,26 +396,58 @@ impl ShardLog {
                 span.sequence,
                 crate::segment::SEGMENT_SUFFIX
             ));
-            let Some(data) = read_back(&path, &span).await else {
+            let Some(read) = self.read_back(&path, &span, batch).await else {
                 break;
             };
-            for found in crate::segment::Scanner::new(&data) {
-                match found {
-                    crate::segment::Found::Record { payload, .. } => {
-                        let event = bytes::Bytes::copy_from_slice(payload);
-                        bytes += event.len();
-                        batch.push(event);
-                    }
-                    damage => {
-                        self.stats.skipped_corrupt.fetch_add(1, Relaxed);
-                        tracing::error!(segment = %path.display(), ?damage, "a kept record no longer reads back; skipped");
-                    }
-                }
-            }
+            bytes += read;
             taken += span.requests;
         }
         self.peeked.set(taken);
         bytes
+    }
+
+    /// Reads a span of kept requests back into `batch`; returns the bytes added, or `None`
+    /// (logged) if it cannot be read now.
+    ///
+    /// The first read goes through the page cache. With direct writes, a group's write
+    /// rewrites the block where the group before it ends; if that block was being read
+    /// back (for the group before) as the write landed, the kernel cannot drop its cached
+    /// copy, and the cache keeps the block as it was before the write, zeros where the
+    /// new records are. Those would scan as a torn tail and be skipped: acknowledged
+    /// events lost. So a span that does not scan as exactly its records is read again
+    /// with direct I/O, past the cache (or through it, on a file system without direct
+    /// I/O); only what is still damaged then is skipped.
+    async fn read_back(
+        &self,
+        path: &Path,
+        span: &BacklogSpan,
+        batch: &mut EventBatch,
+    ) -> Option<usize> {
+        let cached = read_span(path, span, false).await?;
+        if let Some(payloads) = whole_records(&cached, span.events) {
+            let mut bytes = 0;
+            for payload in payloads {
+                bytes += payload.len();
+                batch.push(bytes::Bytes::copy_from_slice(payload));
+            }
+            return Some(bytes);
+        }
+        tracing::warn!(segment = %path.display(), at = span.at, len = span.len, "kept events read back damaged through the page cache; reading them again from the device");
+        let data = read_span(path, span, true).await?;
+        let mut bytes = 0;
+        for found in crate::segment::Scanner::new(&data) {
+            match found {
+                crate::segment::Found::Record { payload, .. } => {
+                    bytes += payload.len();
+                    batch.push(bytes::Bytes::copy_from_slice(payload));
+                }
+                damage => {
+                    self.stats.skipped_corrupt.fetch_add(1, Relaxed);
+                    tracing::error!(segment = %path.display(), ?damage, "a kept record no longer reads back; skipped");
+                }
+            }
+        }
+        Some(bytes)
     }
 
     /// The peeked backlog requests are stored (or, `stored == false`, left in the log at
@@ -578,35 +610,16 @@ impl ShardLog {
     }
 }
 
-/// Reads a span of kept requests back, or `None` (logged) if it cannot be read now.
-///
-/// The first read goes through the page cache. With direct writes, a group's write
-/// rewrites the block where the group before it ends; if that block was being read back
-/// (for the group before) as the write landed, the kernel cannot drop its cached copy,
-/// and the cache keeps the block as it was before the write, zeros where the new records
-/// are. Those would scan as a torn tail and be skipped: acknowledged events lost. So a
-/// span that does not scan as exactly its records is read again with direct I/O, past
-/// the cache (or through it, on a file system without direct I/O); only what is still
-/// damaged then is skipped by the caller.
-async fn read_back(path: &Path, span: &BacklogSpan) -> Option<SpanData> {
-    let cached = read_span(path, span, false).await?;
-    if scans_whole(&cached, span.events) {
-        return Some(cached);
-    }
-    tracing::warn!(segment = %path.display(), at = span.at, len = span.len, "kept events read back damaged through the page cache; reading them again from the device");
-    read_span(path, span, true).await
-}
-
-/// Whether `data` holds exactly `records` records and nothing else.
-fn scans_whole(data: &[u8], records: usize) -> bool {
-    let mut found = 0;
-    for item in crate::segment::Scanner::new(data) {
-        match item {
-            crate::segment::Found::Record { .. } => found += 1,
-            _ => return false,
+/// The payloads of `data`, if it holds exactly `records` records and nothing else.
+fn whole_records(data: &[u8], records: usize) -> Option<Vec<&[u8]>> {
+    let mut payloads = Vec::with_capacity(records);
+    for found in crate::segment::Scanner::new(data) {
+        match found {
+            crate::segment::Found::Record { payload, .. } => payloads.push(payload),
+            _ => return None,
         }
     }
-    found == records
+    (payloads.len() == records).then_some(payloads)
 }
 
 /// The bytes of a span as read.
