@@ -1,6 +1,6 @@
 //! The body parser and validator on arbitrary bytes: never a panic, all or nothing, and
 //! every accepted event decodes, with a payload that is JSON whose numbers are the client's
-//! own text. The first byte picks JSON or NDJSON.
+//! own text and in which no object repeats a key. The first byte picks JSON or NDJSON.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -28,6 +28,10 @@ fuzz_target!(|data: &[u8]| {
                     let value: serde_json::Value =
                         serde_json::from_str(payload).expect("a stored payload is JSON");
                     assert!(value.is_object());
+                    assert!(
+                        !repeats_a_key(payload),
+                        "a stored payload repeats a key: {payload}"
+                    );
                     // Every number stored appears, as text, in what the client sent.
                     for number in number_tokens(payload.as_bytes()) {
                         assert!(
@@ -74,4 +78,64 @@ fn number_tokens(text: &[u8]) -> Vec<&[u8]> {
         }
     }
     tokens
+}
+
+/// Whether an object anywhere in the JSON `text` repeats a key (compared unescaped), found
+/// by serde rather than by tidegate's own checks. serde_json's `Value` keeps the last of
+/// repeated keys, so it cannot tell.
+fn repeats_a_key(text: &str) -> bool {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::collections::HashSet;
+    use std::fmt;
+
+    struct Repeats;
+    impl<'de> DeserializeSeed<'de> for Repeats {
+        type Value = bool;
+        fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Repeats {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let (mut keys, mut repeated) = (HashSet::new(), false);
+            while let Some(key) = map.next_key::<String>()? {
+                repeated |= !keys.insert(key);
+                repeated |= map.next_value_seed(Repeats)?;
+            }
+            Ok(repeated)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            let mut repeated = false;
+            while let Some(inner) = seq.next_element_seed(Repeats)? {
+                repeated |= inner;
+            }
+            Ok(repeated)
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_unit<E>(self) -> Result<bool, E> {
+            Ok(false)
+        }
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    Repeats
+        .deserialize(&mut deserializer)
+        .expect("a stored payload is JSON")
 }
