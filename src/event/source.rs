@@ -352,8 +352,7 @@ impl<'t> Source<'t> {
         let end = self.structurals[closing] as usize;
         // Bytes up to b' ' outside strings are gaps. Strings may hold spaces, so only a
         // span with such a byte has its structurals looked at one by one.
-        let low = |chunk: &[u8]| chunk.iter().fold(false, |low, &b| low | (b <= b' '));
-        if text[start..=end].chunks(32).any(low)
+        if has_low_byte(&text[start..=end])
             && self.structurals[first + 1..=closing]
                 .iter()
                 .any(|&offset| text[offset as usize - 1] <= b' ')
@@ -361,28 +360,24 @@ impl<'t> Source<'t> {
             return Some(None);
         }
         // With no gap, a key's closing quote is just before its colon.
-        let members = (closing - first) / 4;
-        let key = |member: usize| {
-            let quote = self.structurals[first + 1 + 4 * member];
-            let colon = self.structurals[first + 2 + 4 * member];
-            (quote + 1, colon - quote - 2)
-        };
-        let repeated = if members <= PAIRWISE_LIMIT {
-            (1..members).any(|later| {
-                let this = key(later);
-                (0..later).any(|earlier| {
-                    let other = key(earlier);
-                    other.1 == this.1 && self.key(other) == self.key(this)
-                })
+        scratch.keys.clear();
+        scratch.keys.extend(
+            // Each member's key quote, colon, value and comma (or the closing brace).
+            self.structurals[first + 1..=closing]
+                .chunks_exact(4)
+                .map(|member| (member[0] + 1, member[1] - member[0] - 2)),
+        );
+        let mut keys = std::mem::take(&mut scratch.keys);
+        let repeated = if keys.len() <= PAIRWISE_LIMIT {
+            keys.iter().enumerate().any(|(later, &this)| {
+                keys[..later]
+                    .iter()
+                    .any(|&other| other.1 == this.1 && self.key(other) == self.key(this))
             })
         } else {
-            scratch.keys.clear();
-            scratch.keys.extend((0..members).map(key));
-            let mut keys = std::mem::take(&mut scratch.keys);
-            let repeated = self.has_repeated_key(&mut keys);
-            scratch.keys = keys;
-            repeated
+            self.has_repeated_key(&mut keys)
         };
+        scratch.keys = keys;
         Some((!repeated).then_some((start..end + 1, closing)))
     }
 
@@ -396,6 +391,23 @@ impl<'t> Source<'t> {
         keys.windows(2)
             .any(|pair| self.key(pair[0]) == self.key(pair[1]))
     }
+}
+
+/// Whether `span` holds a byte up to `b' '`. Sixteen bytes at a time, so that the compiler
+/// compares each block in one vector instruction; a payload is a few dozen bytes.
+fn has_low_byte(span: &[u8]) -> bool {
+    let low = |block: &[u8; 16]| block.iter().fold(false, |low, &b| low | (b <= b' '));
+    let blocks = span.chunks_exact(16);
+    let rest = blocks.remainder();
+    let any_block = blocks
+        .map(|block| block.try_into().expect("chunks_exact gives 16 bytes"))
+        .any(|block: &[u8; 16]| low(block));
+    any_block
+        || match span.len().checked_sub(16) {
+            // The last sixteen bytes, overlapping the blocks checked already.
+            Some(last) if !rest.is_empty() => low(span[last..].try_into().expect("16 bytes")),
+            _ => rest.iter().any(|&b| b <= b' '),
+        }
 }
 
 /// The index of `target` in the ascending `structurals`, looked for from index `from` on
@@ -628,6 +640,24 @@ mod tests {
                 .compact_text(2, Some(key), max_depth, scratch)
                 .map(|t| String::from_utf8(t.to_vec()).unwrap())
         })
+    }
+
+    #[test]
+    fn a_low_byte_is_found_wherever_it_is() {
+        for len in 0..70 {
+            let clean = vec![b'a'; len];
+            assert!(!has_low_byte(&clean), "{len} bytes");
+            for at in 0..len {
+                for low in [b' ', b'\n', 0, b'\t'] {
+                    let mut span = clean.clone();
+                    span[at] = low;
+                    assert!(has_low_byte(&span), "{len} bytes, {low} at {at}");
+                }
+                let mut span = clean.clone();
+                span[at] = b'!';
+                assert!(!has_low_byte(&span), "{len} bytes, '!' at {at}");
+            }
+        }
     }
 
     #[test]
