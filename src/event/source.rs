@@ -359,14 +359,25 @@ impl<'t> Source<'t> {
         {
             return Some(None);
         }
-        // With no gap, a key's closing quote is just before its colon.
+        // With no gap, a key's closing quote is just before its colon. Each member is its
+        // key's quote, its colon, its value and a comma (or the closing brace).
+        let members = self.structurals[first + 1..=closing].chunks_exact(4);
+        let key_of = |member: &[u32]| (member[0] + 1, member[1] - member[0] - 2);
+        // Keys of different lengths differ, and most keys of an object differ in length:
+        // only when two lengths meet are the keys' texts compared (lengths of 63 and more
+        // share a bit, so they are always compared).
+        let mut lengths = 0u64;
+        let mut lengths_meet = false;
+        for member in members.clone() {
+            let bit = 1u64 << key_of(member).1.min(63);
+            lengths_meet |= lengths & bit != 0;
+            lengths |= bit;
+        }
+        if !lengths_meet {
+            return Some(Some((start..end + 1, closing)));
+        }
         scratch.keys.clear();
-        scratch.keys.extend(
-            // Each member's key quote, colon, value and comma (or the closing brace).
-            self.structurals[first + 1..=closing]
-                .chunks_exact(4)
-                .map(|member| (member[0] + 1, member[1] - member[0] - 2)),
-        );
+        scratch.keys.extend(members.map(key_of));
         let mut keys = std::mem::take(&mut scratch.keys);
         let repeated = if keys.len() <= PAIRWISE_LIMIT {
             keys.iter().enumerate().any(|(later, &this)| {
@@ -695,7 +706,9 @@ mod tests {
                 if member > 0 {
                     tokens.push(",".to_owned());
                 }
-                tokens.push(format!(r#""k{}""#, next(key_choices)));
+                // Keys of many lengths (some past 63), and some of one length.
+                let stem = "k".repeat(if next(2) == 0 { 1 } else { next(70) as usize });
+                tokens.push(format!(r#""{stem}{}""#, next(key_choices)));
                 tokens.push(":".to_owned());
                 tokens.push(values[next(values.len() as u64) as usize].to_owned());
             }
