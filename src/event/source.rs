@@ -365,7 +365,7 @@ impl<'t> Source<'t> {
         let key_of = |member: &[u32]| (member[0] + 1, member[1] - member[0] - 2);
         // Keys of different lengths differ, and most keys of an object differ in length:
         // only when two lengths meet are the keys' texts compared (lengths of 63 and more
-        // share a bit, so they are always compared).
+        // share a bit: two such keys are always compared).
         let mut lengths = 0u64;
         let mut lengths_meet = false;
         for member in members.clone() {
