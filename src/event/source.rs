@@ -331,23 +331,24 @@ impl<'t> Source<'t> {
         // Member k's value is structural `first + 3 + 4k` and what follows it, a comma or
         // the closing brace, `first + 4 + 4k`, as long as no value before it is a
         // container: so only those two of every four need looking at.
-        let kind = |index: usize| {
-            let offset = *self.structurals.get(index)? as usize;
-            Some(text[offset])
-        };
+        let at = |offset: u32| text[offset as usize];
         let mut closing = first + 1;
-        if kind(closing)? != b'}' {
-            // `closing` is a member's key, until its value turns out to be the last.
-            loop {
-                if NESTING[usize::from(kind(closing + 2)?)] == 1 {
+        if at(*self.structurals.get(closing)?) != b'}' {
+            // Each member: its key's quote, its colon, its value, and a comma or the brace.
+            let mut members = self
+                .structurals
+                .get(first + 1..)?
+                .chunks_exact(4)
+                .enumerate();
+            closing = loop {
+                let (k, member) = members.next()?;
+                if NESTING[usize::from(at(member[2]))] == 1 {
                     return None;
                 }
-                closing += 3;
-                if kind(closing)? == b'}' {
-                    break;
+                if at(member[3]) == b'}' {
+                    break first + 4 * (k + 1);
                 }
-                closing += 1;
-            }
+            };
         }
         let end = self.structurals[closing] as usize;
         // Bytes up to b' ' outside strings are gaps. Strings may hold spaces, so only a
