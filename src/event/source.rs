@@ -677,13 +677,8 @@ mod tests {
         // Objects of scalars with keys from a small set (so that some repeat), values
         // that hold spaces, braces and quotes, gaps in random places, and sizes on both
         // sides of the pairwise limit.
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |below: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % below
-        };
+        let mut rng = super::super::TestRng(0x2545_f491_4f6c_dd1d);
+        let mut next = |below: u64| rng.below(below);
         let values = [
             r#""x y""#,
             "-1.5e3",

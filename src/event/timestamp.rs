@@ -251,13 +251,8 @@ mod tests {
     /// Agrees with the `time` crate on many generated timestamps, valid and not.
     #[test]
     fn agrees_with_the_time_crate() {
-        let mut state = 0x1234_5678_9abc_def1u64;
-        let mut next = |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut rng = super::super::TestRng(0x1234_5678_9abc_def1);
+        let mut next = |n: u64| rng.below(n);
         for _ in 0..50_000 {
             let frac = match next(4) {
                 0 => String::new(),
